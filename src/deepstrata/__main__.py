@@ -1,0 +1,7 @@
+"""``python -m deepstrata`` (and ``torchrun -m deepstrata``) runs the CLI."""
+
+import sys
+
+from deepstrata.cli import main
+
+sys.exit(main())

@@ -1,0 +1,167 @@
+"""``fit``: data → split → model → the training loop → test metrics, baselines, report.
+
+This is the whole main job. The CLI's ``fit`` verb only parses arguments and calls it.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from deepstrata.config import RunConfig, dump_config, load_config
+from deepstrata.engine import checkpoint as ckpt
+from deepstrata.engine.devices import resolve_device
+from deepstrata.engine.loop import train
+from deepstrata.run import Run, default_run_dir, prepare_run_dir, provenance, write_model_info
+
+
+def _say(quiet: bool, message: str) -> None:
+    if not quiet:
+        print(message, file=sys.stderr)
+
+
+def resolve_config(
+    config: RunConfig | str | Path | None = None,
+    *,
+    data: str | None = None,
+    model: str | None = None,
+    **train_overrides,
+) -> RunConfig:
+    """Merge a config (object or YAML path) with keyword overrides; ``None`` means "keep"."""
+    if isinstance(config, (str, Path)):
+        config = load_config(config)
+    config = config or RunConfig()
+    data_keys = {"format", "data_dir", "image_size", "skip_bad", "val_fraction", "test_fraction"}
+    model_keys = {"width", "depth"}
+    data_over = {k: train_overrides.pop(k) for k in list(train_overrides) if k in data_keys}
+    model_over = {k: train_overrides.pop(k) for k in list(train_overrides) if k in model_keys}
+    baselines = train_overrides.pop("baselines", None)
+    return config.override(
+        data={"source": data, **data_over},
+        model={"name": model, **model_over},
+        train=train_overrides,
+        baselines=baselines,
+    )
+
+
+def fit(
+    data: str | None = None,
+    model: str | None = None,
+    *,
+    config: RunConfig | str | Path | None = None,
+    out: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    quiet: bool = False,
+    **overrides,
+) -> Run:
+    """Train a model on raw images and set it beside hand-engineered baselines.
+
+    ``data`` is ``"digits"``, a named set (``"mnist"``, ``"fashion-mnist"``,
+    ``"cifar10"``), or a path (image folder, IDX directory, CIFAR batches). Other
+    keywords override config fields by name (``epochs=5``, ``lr=1e-3``,
+    ``baselines=False`` …). Returns the finished ``Run``.
+    """
+    from deepstrata.baselines.image_features import run_image_baselines
+    from deepstrata.data.images import load_images
+    from deepstrata.data.split import split_dataset
+    from deepstrata.metrics import classification_metrics, confusion_matrix
+    from deepstrata.models.registry import build_image_model
+    from deepstrata.report import format_comparison_table, write_report
+    from deepstrata.tasks.image_classification import ImageClassificationTask, channel_stats, predict_logits
+
+    if resume and out is not None and (Path(out) / "config.yaml").is_file() and config is None:
+        config = load_config(Path(out) / "config.yaml")
+    cfg = resolve_config(config, data=data, model=model, **overrides)
+    run_dir = Path(out) if out is not None else default_run_dir(cfg.data.source, cfg.model.name)
+    if resume and out is None:
+        raise ValueError("resume needs out= (the run directory to resume)")
+
+    started = time.perf_counter()
+    dataset = load_images(
+        cfg.data.source, format=cfg.data.format, image_size=cfg.data.image_size,
+        skip_bad=cfg.data.skip_bad, data_dir=cfg.data.data_dir,
+    )
+    splits = split_dataset(dataset, seed=cfg.train.seed, val_fraction=cfg.data.val_fraction,
+                           test_fraction=cfg.data.test_fraction)
+    load_seconds = time.perf_counter() - started
+    run_dir = prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
+    device = resolve_device(cfg.train.device)
+    ckpt.atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+    in_shape = tuple(splits.train_x.shape[1:])
+    num_classes = len(splits.classes)
+    _say(quiet, f"data: {dataset.source} — {in_shape[0]}x{in_shape[1]}x{in_shape[2]}, {num_classes} classes; "
+                f"split train {len(splits.train_y)} / val {len(splits.val_y)} / test {len(splits.test_y)}"
+                f"{' (official test split)' if splits.test_is_official else ''}; loaded in {load_seconds:.1f}s")
+    for note in dataset.notes:
+        _say(quiet, f"note: {note}")
+
+    torch.manual_seed(cfg.train.seed)
+    mean, std = channel_stats(splits.train_x)
+    net = build_image_model(cfg.model.name, in_shape, num_classes, width=cfg.model.width, depth=cfg.model.depth,
+                            mean=mean, std=std)
+    # Mirroring keeps the label of natural photos, not of digits or letters.
+    flip = in_shape[0] == 3
+    task = ImageClassificationTask(
+        splits.train_x, splits.train_y, splits.val_x, splits.val_y,
+        num_classes=num_classes, augment=cfg.train.augment, flip=flip,
+        label_smoothing=cfg.train.label_smoothing, eval_batch_size=cfg.train.eval_batch_size,
+        precision=cfg.train.precision, channels_last=cfg.train.channels_last,
+    )
+    params = sum(p.numel() for p in net.parameters())
+    write_model_info(run_dir, {
+        "task": "image-classification",
+        "spec": net.spec,
+        "classes": splits.classes,
+        "layers": net.layer_names,
+        "feature_dim": net.feature_dim,
+        "params": params,
+        "data": {"source": dataset.source, "format": dataset.format, "notes": dataset.notes,
+                 "input_shape": list(in_shape), "augmentation": task.describe_augmentation()},
+    })
+    ckpt.atomic_write_json(run_dir / "provenance.json", provenance(device, cfg.train.seed))
+    _say(quiet, f"model: {cfg.model.name} ({params:,} parameters; layers {', '.join(net.layer_names)}) on {device}; "
+                f"augmentation: {task.describe_augmentation()}")
+
+    result = train(net, task, cfg.train, run_dir, resume=resume, quiet=quiet, description=cfg.model.name)
+    logits = predict_logits(net, splits.test_x, device, cfg.train.eval_batch_size, cfg.train.precision,
+                            cfg.train.channels_last)
+    predicted = logits.argmax(1).numpy()
+    truth = splits.test_y.numpy()
+    rows = [{
+        "name": cfg.model.name,
+        "kind": "learned",
+        "metrics": classification_metrics(truth, predicted, num_classes),
+        "train_seconds": round(result.train_seconds, 3),
+        "feature_dim": net.feature_dim,
+        "params": params,
+        "settings": {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "device": result.device},
+    }]
+    ckpt.atomic_write_json(run_dir / "confusion.json", {
+        "classes": splits.classes, "matrix": confusion_matrix(truth, predicted, num_classes).tolist(),
+    })
+    if cfg.baselines:
+        _say(quiet, "baselines: hand-engineered features (HOG + intensity histogram, raw pixels) → logistic regression")
+        for baseline in run_image_baselines(
+            splits.train_x, splits.train_y, splits.val_x, splits.val_y, splits.test_x, splits.test_y,
+            num_classes, seed=cfg.train.seed,
+        ):
+            rows.append(baseline.row())
+    comparison = {
+        "task": "image-classification",
+        "data": cfg.data.source,
+        "split": {"train": len(splits.train_y), "val": len(splits.val_y), "test": len(splits.test_y),
+                  "test_is_official": splits.test_is_official, "seed": cfg.train.seed},
+        "primary_metric": "accuracy",
+        "rows": rows,
+    }
+    ckpt.atomic_write_json(run_dir / "comparison.json", comparison)
+    report = write_report(run_dir)
+    if not quiet:
+        print(format_comparison_table(comparison))
+        print(f"run directory: {run_dir}")
+        print(f"report: {report}")
+    return Run(run_dir, device=str(device))

@@ -1,0 +1,1 @@
+"""Classical pipelines on hand-engineered features, evaluated on the same split as the learned models."""

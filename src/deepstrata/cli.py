@@ -1,0 +1,159 @@
+"""The command line: a door to the Python API, with no logic of its own.
+
+Every verb parses its arguments and makes one API call. A ``DeepstrataError`` (bad
+file, key or value) becomes one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from deepstrata import __version__
+from deepstrata.config import DEVICES, PRECISIONS, SCHEDULES
+from deepstrata.errors import DeepstrataError
+from deepstrata.models.registry import MODEL_NAMES
+
+IMAGE_FORMATS = ("digits", "folder", "idx", "cifar")
+
+
+def _add_fit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fit",
+        help="train a model on raw data beside hand-engineered baselines",
+        description="Train a model end-to-end on raw data, train the hand-engineered baselines on the same split, "
+        "and write a run directory with metrics, checkpoints, comparison.json and report.html. "
+        "Options left out come from --config, then from the defaults.",
+    )
+    p.add_argument("--data", metavar="SOURCE", help="'digits' (default), 'mnist', 'fashion-mnist', 'cifar10', "
+                   "an image folder (one sub-folder per class), an IDX directory, or CIFAR-10 python batches")
+    p.add_argument("--format", choices=IMAGE_FORMATS, help="override the detected kind of SOURCE")
+    p.add_argument("--data-dir", metavar="DIR", help="cache for named data sets (default $DEEPSTRATA_DATA or ~/.cache/deepstrata)")
+    p.add_argument("--image-size", type=int, metavar="PX", help="resize folder images to PX x PX (default: their most common size)")
+    p.add_argument("--skip-bad", action="store_true", default=None, help="skip unreadable images in a folder (the count is reported)")
+    p.add_argument("--model", choices=MODEL_NAMES, help="model family (default cnn)")
+    p.add_argument("--width", type=int, help="base channel width of the model (default 32)")
+    p.add_argument("--epochs", type=int, help="training epochs (default 15)")
+    p.add_argument("--batch-size", type=int, help="examples per step (default 128)")
+    p.add_argument("--lr", type=float, help="peak learning rate of AdamW (default 3e-3)")
+    p.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 5e-4)")
+    p.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule (default onecycle)")
+    p.add_argument("--label-smoothing", type=float, help="label smoothing (default 0.1)")
+    p.add_argument("--no-augment", dest="augment", action="store_false", default=None, help="turn off augmentation")
+    p.add_argument("--patience", type=int, help="stop after this many epochs without a better validation accuracy (0: never)")
+    p.add_argument("--seed", type=int, help="seed for the split, initialisation and batches (default 0)")
+    p.add_argument("--device", choices=DEVICES, help="where to train (default auto: CUDA, then MPS, then CPU)")
+    p.add_argument("--precision", choices=PRECISIONS, help="32, bf16 or fp16 autocast (default 32)")
+    p.add_argument("--channels-last", action="store_true", default=None, help="channels-last memory format")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--checkpoint-every", type=int, metavar="STEPS", help="also checkpoint every STEPS steps (default: each epoch)")
+    p.add_argument("--config", metavar="RUN.YAML", help="a YAML config (sections data, model, train); flags override it")
+    p.add_argument("--out", metavar="DIR", help="run directory (default runs/<data>-<model>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory in --out")
+    p.add_argument("--no-baselines", dest="baselines", action="store_false", default=None, help="skip the hand-engineered baselines")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def _add_run_verbs(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="metrics of a finished run on a data source",
+                       description="Accuracy and macro-F1 of a run's kept model. On the run's own source its test split "
+                       "is used; on another source its official test split, or all examples.")
+    p.add_argument("run", metavar="RUN", help="run directory")
+    p.add_argument("--data", metavar="SOURCE", help="data source (default: the run's own)")
+    p.add_argument("--data-dir", metavar="DIR", help="cache for named data sets")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("predict", help="label images with a finished run",
+                       description="Print the predicted label and its probability for each image file.")
+    p.add_argument("run", metavar="RUN", help="run directory")
+    p.add_argument("paths", metavar="PATH", nargs="+", help="image files or folders of images")
+    p.add_argument("--json", action="store_true", help="print a JSON list of {path, label, probability}")
+
+    p = sub.add_parser("compare", help="print the comparison table of a finished run",
+                       description="Print the learned model beside the hand-engineered baselines (test split).")
+    p.add_argument("run", metavar="RUN", help="run directory")
+    p.add_argument("--json", action="store_true", help="print comparison.json")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deepstrata",
+        description="Deep learning on raw data, measured against hand-engineered baselines.",
+        epilog="Run 'deepstrata VERB --help' for a verb's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"deepstrata {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    _add_fit(sub)
+    _add_run_verbs(sub)
+    return parser
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from deepstrata.api import fit
+
+    overrides = {
+        key: getattr(args, key)
+        for key in ("format", "data_dir", "image_size", "skip_bad", "width", "epochs", "batch_size", "lr",
+                    "weight_decay", "schedule", "label_smoothing", "augment", "patience", "seed", "device",
+                    "precision", "channels_last", "threads", "checkpoint_every", "baselines")
+    }
+    if args.resume and not args.out:
+        raise DeepstrataError("--resume needs --out RUN (the run directory to continue)")
+    fit(data=args.data, model=args.model, config=args.config, out=args.out, resume=args.resume,
+        overwrite=args.overwrite, quiet=args.quiet, **overrides)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from deepstrata.run import load
+
+    result = load(args.run).evaluate(args.data, data_dir=args.data_dir)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        metrics = "  ".join(f"{k}={v:.4f}" for k, v in result["metrics"].items())
+        print(f"{result['data']} ({result['split']}, {result['examples']} examples): {metrics}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from deepstrata.run import load
+
+    predictions = load(args.run).predict(args.paths)
+    if args.json:
+        print(json.dumps([p.to_dict() for p in predictions], indent=2))
+    else:
+        width = max(len(p.path) for p in predictions)
+        for p in predictions:
+            print(f"{p.path:<{width}}  {p.label}  {p.probability:.4f}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from deepstrata.run import load
+
+    run = load(args.run)
+    print(json.dumps(run.comparison(), indent=2) if args.json else run.compare())
+    return 0
+
+
+VERBS = {"fit": _fit, "evaluate": _evaluate, "predict": _predict, "compare": _compare}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return VERBS[args.verb](args)
+    except DeepstrataError as err:
+        print(f"deepstrata: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("deepstrata: interrupted; the last checkpoint is kept (continue with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Train / validation / test splits that are the same for every model on a seed.
+
+Deep models and classical baselines are compared on one split, so the split is a pure
+function of the labels and a seed: stratified per class, no example in two parts, and an
+official test split (when the format ships one) is kept as the test set and never
+used for model selection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from deepstrata.errors import ConfigError, DataError
+
+
+class Labelled(Protocol):
+    """What ``split_dataset`` needs: ``ImageDataset`` or anything shaped like it."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    classes: list[str]
+    test_x: torch.Tensor | None
+    test_y: torch.Tensor | None
+
+
+@dataclass
+class Splits:
+    """Three disjoint parts; ``test_is_official`` says the test part came with the data."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    classes: list[str]
+    test_is_official: bool
+
+
+def split_dataset(ds: Labelled, *, seed: int, val_fraction: float = 0.1,
+                  test_fraction: float = 0.2) -> Splits:
+    """Split ``ds.x`` (any tensor with first dim N) and ``ds.y`` (int ``[N]``) by class.
+
+    With an official test split, validation is ``val_fraction`` of the training data.
+    Otherwise ``test_fraction`` of all examples is carved out first, then ``val_fraction``
+    of the rest. Each class gives ``round(fraction * its count)`` examples, keeping at
+    least one for training. Indices keep their original order inside each part.
+    """
+    for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"{key}: expected a fraction in [0, 1), got {value!r}")
+    y = _labels(ds.y, len(ds.x), "labels")
+    rng = np.random.default_rng(seed)
+    official = ds.test_x is not None and ds.test_y is not None
+    if official:
+        test_y = _labels(ds.test_y, len(ds.test_x), "test labels")
+        train_idx, val_idx = _stratified(y, val_fraction, rng)
+        test_x, test_y_t = ds.test_x, ds.test_y.long()
+    else:
+        rest, test_idx = _stratified(y, test_fraction, rng)
+        inner_train, inner_val = _stratified(y[rest], val_fraction, rng)
+        train_idx, val_idx = rest[inner_train], rest[inner_val]
+        test_x, test_y_t = _take(ds.x, test_idx), _take(ds.y, test_idx).long()
+    return Splits(train_x=_take(ds.x, train_idx), train_y=_take(ds.y, train_idx).long(),
+                  val_x=_take(ds.x, val_idx), val_y=_take(ds.y, val_idx).long(),
+                  test_x=test_x, test_y=test_y_t, classes=list(ds.classes),
+                  test_is_official=official)
+
+
+def _labels(y: torch.Tensor, n: int, what: str) -> np.ndarray:
+    labels = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    if labels.ndim != 1 or len(labels) != n:
+        raise DataError(f"{what}: expected shape [{n}], got {list(labels.shape)}")
+    if labels.dtype.kind not in "iub":
+        raise DataError(f"{what}: expected integer class labels, got dtype {labels.dtype}")
+    return labels
+
+
+def _stratified(y: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held_out) index arrays, sorted; ``fraction`` of each class is held out."""
+    held = []
+    for label in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == label))
+        count = min(int(round(fraction * len(members))), len(members) - 1)
+        held.append(members[:count])
+    held_out = np.sort(np.concatenate(held)) if held else np.empty(0, dtype=np.int64)
+    mask = np.ones(len(y), dtype=bool)
+    mask[held_out] = False
+    return np.flatnonzero(mask), held_out
+
+
+def _take(t: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+    return t[torch.from_numpy(idx.astype(np.int64))]

@@ -1,0 +1,243 @@
+"""The one training loop. Every task plugs in a model and a ``Task``; nothing else trains.
+
+The loop owns the device, precision, optimiser, learning-rate schedule, gradient
+clipping, progress display, ``metrics.jsonl``, checkpoints, early stopping and exact
+resumption. A ``Task`` owns only what differs between problems: how batches are made,
+the loss, and the validation metrics.
+
+Exact resumption works because nothing random is carried from batch to batch: batch
+``i`` of epoch ``e`` draws its order and augmentation from a generator seeded by
+``(seed, e, i)`` (see ``batch_generator``), and torch's global RNG state is saved in
+every checkpoint. A run stopped after any checkpoint and resumed therefore repeats
+exactly the steps an uninterrupted run takes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Protocol
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from deepstrata.config import TrainConfig
+from deepstrata.engine import checkpoint as ckpt
+from deepstrata.engine.devices import autocast, move, resolve_device
+
+
+class Task(Protocol):
+    """What a problem supplies to the loop.
+
+    ``primary_metric`` names the validation metric used for early stopping and the best
+    checkpoint (higher is better); ``validate`` returns ``val_loss`` and
+    ``val_<primary_metric>`` at least.
+    """
+
+    primary_metric: str
+
+    def num_batches(self, batch_size: int) -> int: ...
+
+    def train_batches(self, epoch: int, batch_size: int, seed: int, start: int = 0) -> Iterator[tuple]: ...
+
+    def loss(self, model: nn.Module, batch: tuple) -> tuple[torch.Tensor, torch.Tensor | None]: ...
+
+    def validate(self, model: nn.Module, device: torch.device) -> dict[str, float]: ...
+
+
+def batch_generator(seed: int, epoch: int, index: int = -1) -> torch.Generator:
+    """A CPU generator for one epoch's order (``index=-1``) or one batch's randomness."""
+    return torch.Generator().manual_seed(((seed * 1_000_003 + epoch) * 1_000_003 + index + 1) % (2**63))
+
+
+def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
+    """Learning rate at ``step``: one-cycle (linear warm-up, linear decay), cosine with warm-up, or constant."""
+    if config.schedule == "constant" or total_steps <= 1:
+        return config.lr
+    warmup = max(1, int(config.warmup_fraction * total_steps)) if config.warmup_fraction > 0 else 0
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    if config.schedule == "onecycle":
+        return config.lr * max(0.0, 1.0 - progress)
+    return config.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; weight decay only on weight matrices and kernels, not on norms and biases."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (decay if param.dim() >= 2 else no_decay).append(param)
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99), eps=1e-8)
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_metric: float
+    epochs_run: int
+    steps: int
+    train_seconds: float
+    stopped_early: bool
+    device: str
+    history: list[dict]
+
+
+def _read_history(path: Path, upto_epoch: int) -> list[dict]:
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [row for row in rows if row["epoch"] <= upto_epoch]
+
+
+def train(
+    model: nn.Module,
+    task: Task,
+    config: TrainConfig,
+    run_dir: Path | None = None,
+    *,
+    resume: bool = False,
+    quiet: bool = False,
+    description: str = "train",
+) -> TrainResult:
+    """Train ``model`` on ``task``; with ``run_dir``, log, checkpoint and keep the best weights there.
+
+    The model ends holding the best weights seen on the validation split.
+    """
+    device = resolve_device(config.device)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    model.to(device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, config)
+    steps_per_epoch = task.num_batches(config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    metric_key = f"val_{task.primary_metric}"
+
+    ckpt_dir = run_dir / "checkpoints" if run_dir is not None else None
+    metrics_path = run_dir / "metrics.jsonl" if run_dir is not None else None
+    loop = {"epoch": 0, "batch": 0, "step": 0, "best_metric": -math.inf, "best_loss": math.inf, "best_epoch": 0, "bad_epochs": 0, "seconds": 0.0}
+    history: list[dict] = []
+    if resume:
+        if ckpt_dir is None:
+            raise ValueError("resume needs a run directory")
+        loop = ckpt.load_checkpoint(ckpt_dir, "last", model, optimizer)
+        history = _read_history(metrics_path, loop["epoch"])
+        ckpt.atomic_write_text(metrics_path, "".join(json.dumps(row) + "\n" for row in history))
+    elif metrics_path is not None:
+        ckpt.atomic_write_text(metrics_path, "")
+    best_state = None if ckpt_dir is not None else {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def save(name: str) -> None:
+        if ckpt_dir is not None:
+            ckpt.save_checkpoint(ckpt_dir, name, model, optimizer, loop)
+
+    show = not quiet and sys.stderr.isatty()
+    stopped_early = bool(config.patience and loop["bad_epochs"] >= config.patience)
+    for epoch in range(loop["epoch"], config.epochs if not stopped_early else 0):
+        model.train()
+        epoch_start = time.perf_counter()
+        first_batch = loop["batch"]
+        partial = loop.pop("partial", None) or {"loss": 0.0, "correct": 0.0, "seen": 0}
+        loss_sum = torch.tensor(partial["loss"], device=device)
+        correct_sum = torch.tensor(partial["correct"], device=device)
+        seen = partial["seen"]
+        correct = None
+        bar = tqdm(
+            total=steps_per_epoch,
+            initial=first_batch,
+            desc=f"{description} epoch {epoch + 1}/{config.epochs}",
+            disable=not show,
+            leave=False,
+            dynamic_ncols=True,
+        )
+        for index, batch in enumerate(task.train_batches(epoch, config.batch_size, config.seed, first_batch), first_batch):
+            batch = move(batch, device)
+            lr = learning_rate(config, loop["step"], total_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with autocast(device, config.precision):
+                loss, correct = task.loss(model, batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            count = len(batch[-1])  # batches end with their targets
+            loss_sum += loss.detach() * count
+            if correct is not None:
+                correct_sum += correct
+            seen += count
+            loop["step"] += 1
+            if show:
+                bar.update(1)
+                if index % 10 == 0 or index == steps_per_epoch - 1:
+                    rate = seen / max(time.perf_counter() - epoch_start, 1e-9)
+                    postfix = {"loss": f"{loss_sum.item() / seen:.4f}", "samples/s": f"{rate:.0f}"}
+                    if correct is not None:
+                        postfix["acc"] = f"{correct_sum.item() / seen:.4f}"
+                    bar.set_postfix(postfix)
+            if config.checkpoint_every and loop["step"] % config.checkpoint_every == 0 and index + 1 < steps_per_epoch:
+                loop.update(epoch=epoch, batch=index + 1, seconds=loop["seconds"] + time.perf_counter() - epoch_start)
+                loop["partial"] = {"loss": loss_sum.item(), "correct": correct_sum.item(), "seen": seen}
+                epoch_start = time.perf_counter()
+                save("last")
+                del loop["partial"]
+        bar.close()
+        loop["seconds"] += time.perf_counter() - epoch_start
+        row = {"epoch": epoch + 1, "step": loop["step"], "train_loss": loss_sum.item() / max(seen, 1)}
+        if seen and correct is not None:
+            row["train_accuracy"] = correct_sum.item() / seen
+        row.update(task.validate(model, device))
+        row["lr"] = learning_rate(config, loop["step"] - 1, total_steps)
+        row["seconds"] = round(loop["seconds"], 3)
+        history.append(row)
+        if metrics_path is not None:
+            with metrics_path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(row) + "\n")
+        # Ties on the metric (common on small validation splits) go to the lower validation loss.
+        improved = row[metric_key] > loop["best_metric"] or (
+            row[metric_key] == loop["best_metric"] and row.get("val_loss", math.inf) < loop.get("best_loss", math.inf)
+        )
+        if improved:
+            loop.update(best_metric=row[metric_key], best_loss=row.get("val_loss", math.inf), best_epoch=epoch + 1,
+                        bad_epochs=0)
+            if ckpt_dir is not None:
+                ckpt.save_weights(ckpt_dir / "best.safetensors", model, {"epoch": str(epoch + 1)})
+            else:
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            loop["bad_epochs"] += 1
+        loop.update(epoch=epoch + 1, batch=0)
+        save("last")
+        if not quiet:
+            extras = "  ".join(f"{k}={v:.4f}" for k, v in row.items() if k.startswith("val_"))
+            print(f"epoch {epoch + 1}/{config.epochs}  train_loss={row['train_loss']:.4f}  {extras}  "
+                  f"({row['seconds']:.1f}s)", file=sys.stderr)
+        if config.patience and loop["bad_epochs"] >= config.patience:
+            stopped_early = True
+            break
+
+    if ckpt_dir is not None and (ckpt_dir / "best.safetensors").is_file():
+        ckpt.load_weights(ckpt_dir / "best.safetensors", model)
+    elif best_state is not None and loop["best_epoch"] > 0:
+        model.load_state_dict(best_state)
+    return TrainResult(
+        best_epoch=loop["best_epoch"],
+        best_metric=loop["best_metric"],
+        epochs_run=loop["epoch"],
+        steps=loop["step"],
+        train_seconds=loop["seconds"],
+        stopped_early=stopped_early,
+        device=str(device),
+        history=history,
+    )

@@ -1,0 +1,102 @@
+"""The small feature API every model family shares.
+
+Like timm's ``forward_features`` / ``forward_intermediates``, every model exposes its
+layers by name (``stem``, ``stage1`` … ``head``), so inspection, transfer and embedding
+code never needs per-model special cases.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from deepstrata.errors import ConfigError
+
+
+class ClassifierHead(nn.Module):
+    """Pool (for spatial inputs), flatten, then one linear map to the classes.
+
+    Splitting ``pool`` from ``fc`` lets ``forward_features`` return exactly the vector
+    the classifier sees, and lets transfer swap ``fc`` for a new label set.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, *, spatial: bool) -> None:
+        super().__init__()
+        self.spatial = spatial
+        self.fc = nn.Linear(in_features, num_classes)
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        if self.spatial:
+            x = torch.amax(x, dim=(2, 3)) if x.dim() == 4 else x
+        return x.flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(x))
+
+
+class NamedLayerModel(nn.Module):
+    """A model that is a chain of named layers ending in ``head`` (a ``ClassifierHead``).
+
+    Subclasses fill ``self.layers`` (an ``nn.ModuleDict`` in forward order), set
+    ``self.feature_dim`` (the width of the vector ``head`` classifies) and ``self.spec``,
+    a JSON-able dict from which ``registry.build_model`` rebuilds the model.
+    ``prepare`` maps the raw input (images as floats in [0, 1]) to what the first layer
+    takes, e.g. normalisation with statistics of the training split kept as buffers.
+    """
+
+    layers: nn.ModuleDict
+    feature_dim: int
+    spec: dict
+
+    @property
+    def layer_names(self) -> list[str]:
+        return list(self.layers.keys())
+
+    def check_layers(self, names: list[str] | tuple[str, ...]) -> None:
+        """Raise a clear error naming the layers that do exist."""
+        unknown = [name for name in names if name not in self.layers]
+        if unknown:
+            raise ConfigError(
+                f"unknown layer {', '.join(map(repr, unknown))}; this model has: {', '.join(self.layer_names)}"
+            )
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.prepare(x)
+        for layer in self.layers.values():
+            x = layer(x)
+        return x
+
+    def forward_intermediates(
+        self, x: torch.Tensor, layers: list[str] | tuple[str, ...] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Outputs of the named layers (all by default), stopping after the last one asked for."""
+        wanted = list(layers) if layers is not None else self.layer_names
+        self.check_layers(wanted)
+        last = max(self.layer_names.index(name) for name in wanted)
+        x = self.prepare(x)
+        out: dict[str, torch.Tensor] = {}
+        for index, (name, layer) in enumerate(self.layers.items()):
+            x = layer(x)
+            if name in wanted:
+                out[name] = x
+            if index == last:
+                break
+        return out
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled feature vector that ``head`` classifies: [N, feature_dim]."""
+        x = self.prepare(x)
+        for name, layer in self.layers.items():
+            if name == "head":
+                return layer.pool(x)
+            x = layer(x)
+        return x
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the final linear map for a new label set (used by transfer)."""
+        head = self.layers["head"]
+        head.fc = nn.Linear(head.fc.in_features, num_classes)
+        self.spec = {**self.spec, "num_classes": num_classes}

@@ -1,0 +1,97 @@
+"""A compact ResNet-style CNN whose depth and widths follow from the input shape.
+
+``stem`` lifts the pixels to ``width // 2`` channels at full resolution; each
+``stageK`` is a convolution, a 2x max-pool and one residual block of two convolutions
+(the airbench layout: cheap, and strong on small images); ``head`` takes the spatial
+max and classifies. Stages are added while the map can still be halved to at least
+2x2, up to three by default, so 8x8 digits get two stages and 28x28 or 32x32 images
+three.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from deepstrata.models.base import ClassifierHead, NamedLayerModel
+
+
+def conv_bn(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(conv_bn(channels, channels), conv_bn(channels, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class Stage(nn.Module):
+    """conv → max-pool /2 → BN → ReLU → residual block."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False)
+        self.pool = nn.MaxPool2d(2)
+        self.norm = nn.BatchNorm2d(c_out)
+        self.act = nn.ReLU(inplace=True)
+        self.block = ResidualBlock(c_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(self.act(self.norm(self.pool(self.conv(x)))))
+
+
+def stage_count(height: int, width: int, max_stages: int = 3) -> int:
+    """How many 2x downsamplings leave a map of at least 2x2 (at least one, at most ``max_stages``)."""
+    size, count = min(height, width), 0
+    while size // 2 >= 2 and count < max_stages:
+        size //= 2
+        count += 1
+    return max(count, 1)
+
+
+class CNN(NamedLayerModel):
+    """Layers: ``stem``, ``stage1`` … ``stageK``, ``head``; input float images [N, C, H, W] in [0, 1]."""
+
+    def __init__(
+        self,
+        in_shape: tuple[int, int, int],
+        num_classes: int,
+        *,
+        width: int = 32,
+        depth: int | None = None,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
+    ) -> None:
+        super().__init__()
+        channels, height, width_px = in_shape
+        stages = depth if depth is not None else stage_count(height, width_px)
+        widths = [width * 2**i for i in range(stages)]
+        stem_width = max(width // 2, 8)
+        self.register_buffer("mean", torch.tensor(mean if mean is not None else [0.5] * channels).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std if std is not None else [0.25] * channels).view(1, -1, 1, 1))
+        layers: dict[str, nn.Module] = {"stem": conv_bn(channels, stem_width)}
+        c_in = stem_width
+        for index, c_out in enumerate(widths, start=1):
+            layers[f"stage{index}"] = Stage(c_in, c_out)
+            c_in = c_out
+        layers["head"] = ClassifierHead(c_in, num_classes, spatial=True)
+        self.layers = nn.ModuleDict(layers)
+        self.feature_dim = c_in
+        self.spec = {
+            "family": "cnn",
+            "in_shape": list(in_shape),
+            "num_classes": num_classes,
+            "width": width,
+            "depth": stages,
+        }
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std

@@ -1,0 +1,263 @@
+"""The run directory: everything a finished (or interrupted) run leaves behind.
+
+```
+RUN/
+  config.yaml          resolved configuration
+  model.json           model spec, classes, input shape: enough to rebuild the model
+  provenance.json      versions, git commit, device, command, date
+  metrics.jsonl        one JSON object per epoch
+  checkpoints/         last.* (resume) and best.safetensors (the kept weights)
+  comparison.json      learned model vs hand-engineered baselines on the test split
+  confusion.json       the learned model's confusion matrix on the test split
+  report.html          one self-contained page
+```
+``Run`` reads such a directory; every verb after ``fit`` (evaluate, predict, compare,
+inspect …) starts from one.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from deepstrata import __version__
+from deepstrata.config import RunConfig, load_config
+from deepstrata.engine import checkpoint as ckpt
+from deepstrata.engine.devices import resolve_device
+from deepstrata.errors import DataError, RunError
+from deepstrata.models.registry import build_model
+
+MODEL_FILE = "model.json"
+
+
+def prepare_run_dir(path: Path, *, resume: bool, overwrite: bool) -> Path:
+    """Create ``path`` for a new run, refusing to clobber an existing one unless asked."""
+    path = Path(path)
+    if resume:
+        if not (path / "checkpoints" / "last.json").is_file():
+            raise RunError(f"{path}: --resume needs a run directory with a checkpoint (checkpoints/last.json not found)")
+        return path
+    if path.exists() and any(path.iterdir()):
+        if not overwrite:
+            raise RunError(f"{path}: run directory already exists and is not empty; use --resume, --overwrite or another --out")
+        if not (path / MODEL_FILE).is_file() and not (path / "config.yaml").is_file():
+            raise RunError(f"{path}: exists and is not a deepstrata run directory; refusing to overwrite it")
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def default_run_dir(source: str, model: str, root: Path = Path("runs")) -> Path:
+    stem = Path(source).name.split(".")[0] or "data"
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return root / f"{stem}-{model}-{stamp}"
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def provenance(device: torch.device, seed: int) -> dict:
+    """What is needed to reproduce a run months later."""
+    import sklearn
+
+    return {
+        "deepstrata": __version__,
+        "git_commit": _git_commit(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "seed": seed,
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+@dataclass
+class Prediction:
+    path: str
+    label: str
+    probability: float
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "label": self.label, "probability": round(self.probability, 6)}
+
+
+class Run:
+    """A run directory opened for use: the trained model plus what was recorded about it."""
+
+    def __init__(self, path: str | Path, *, device: str = "cpu") -> None:
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise RunError(f"{self.path}: run directory not found")
+        info_path = self.path / MODEL_FILE
+        if not info_path.is_file():
+            raise RunError(f"{self.path}: not a deepstrata run directory ({MODEL_FILE} not found)")
+        try:
+            self.info = json.loads(info_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise RunError(f"{info_path}: not valid JSON ({err})") from None
+        self.config = load_config(self.path / "config.yaml") if (self.path / "config.yaml").is_file() else RunConfig()
+        self.device = resolve_device(device)
+        self._model: nn.Module | None = None
+
+    @property
+    def task(self) -> str:
+        return self.info.get("task", "image-classification")
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.info["classes"])
+
+    @property
+    def model(self) -> nn.Module:
+        """The model with its best weights, built lazily and kept in eval mode."""
+        if self._model is None:
+            model = build_model(self.info["spec"])
+            weights = self.path / "checkpoints" / "best.safetensors"
+            if not weights.is_file():
+                raise RunError(f"{self.path}: no trained weights (checkpoints/best.safetensors not found); did the run finish an epoch?")
+            ckpt.load_weights(weights, model)
+            self._model = model.to(self.device).eval()
+        return self._model
+
+    def comparison(self) -> dict:
+        path = self.path / "comparison.json"
+        if not path.is_file():
+            raise RunError(f"{self.path}: no comparison.json; the run did not finish")
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    def history(self) -> list[dict]:
+        path = self.path / "metrics.jsonl"
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def compare(self) -> str:
+        """The comparison table as text, as ``deepstrata compare`` prints it."""
+        from deepstrata.report import format_comparison_table
+
+        return format_comparison_table(self.comparison())
+
+    def _logits(self, images: torch.Tensor) -> torch.Tensor:
+        from deepstrata.tasks.image_classification import predict_logits
+
+        return predict_logits(self.model, images, self.device)
+
+    def predict(self, paths: str | Path | list[str | Path]) -> list[Prediction]:
+        """Label and probability for each image file (or every image in a folder)."""
+        from deepstrata.data.images import list_image_files, load_image_files
+
+        if isinstance(paths, (str, Path)):
+            paths = [paths]
+        files: list[Path] = []
+        for item in paths:
+            files.extend(list_image_files(item))
+        if not files:
+            raise DataError(f"{', '.join(map(str, paths))}: no image files found")
+        channels, height, width = self.info["spec"]["in_shape"]
+        images = load_image_files(files, channels, (height, width))
+        probs = torch.softmax(self._logits(images), dim=1)
+        best, index = probs.max(dim=1)
+        return [
+            Prediction(str(path), self.classes[i], float(p)) for path, i, p in zip(files, index.tolist(), best.tolist())
+        ]
+
+    def evaluate(self, data: str | None = None, *, data_dir: str | None = None) -> dict:
+        """Accuracy and macro-F1 of the kept model on a data source.
+
+        On the source the run was trained on, the run's own test split is used (rebuilt
+        from its seed); on a source with an official test split, that split; otherwise
+        every example. Class names are matched by name, and the answer says which split.
+        """
+        from deepstrata.data.images import load_images
+        from deepstrata.data.split import split_dataset
+        from deepstrata.metrics import classification_metrics, confusion_matrix
+
+        source = data or self.config.data.source
+        same = source == self.config.data.source
+        channels, height, width = self.info["spec"]["in_shape"]
+        dataset = load_images(
+            source,
+            format=self.config.data.format if same else None,
+            image_size=height if height == width else None,
+            skip_bad=self.config.data.skip_bad,
+            data_dir=data_dir or self.config.data.data_dir,
+        )
+        if same:
+            splits = split_dataset(
+                dataset, seed=self.config.train.seed,
+                val_fraction=self.config.data.val_fraction, test_fraction=self.config.data.test_fraction,
+            )
+            x, y, which = splits.test_x, splits.test_y, "test split of the run"
+        elif dataset.test_x is not None:
+            x, y, which = dataset.test_x, dataset.test_y, "official test split"
+        else:
+            x, y, which = dataset.x, dataset.y, "all examples"
+        x = _match_shape(x, channels, height, width, source)
+        y = _map_labels(y, dataset.classes, self.classes, source)
+        logits = self._logits(x)
+        predicted = logits.argmax(1).numpy()
+        truth = y.numpy()
+        result = classification_metrics(truth, predicted, len(self.classes))
+        return {
+            "data": source,
+            "split": which,
+            "examples": int(len(truth)),
+            "metrics": result,
+            "confusion": confusion_matrix(truth, predicted, len(self.classes)).tolist(),
+        }
+
+
+def _match_shape(x: torch.Tensor, channels: int, height: int, width: int, source: str) -> torch.Tensor:
+    if x.shape[1] != channels:
+        if x.shape[1] == 3 and channels == 1:
+            x = x.float().mean(dim=1, keepdim=True).round().to(torch.uint8)
+        elif x.shape[1] == 1 and channels == 3:
+            x = x.expand(-1, 3, -1, -1).contiguous()
+    if tuple(x.shape[-2:]) != (height, width):
+        x = torch.nn.functional.interpolate(x.float(), size=(height, width), mode="bilinear", antialias=True)
+        x = x.round().clamp(0, 255).to(torch.uint8)
+    return x
+
+
+def _map_labels(y: torch.Tensor, data_classes: list[str], run_classes: list[str], source: str) -> torch.Tensor:
+    if list(data_classes) == list(run_classes):
+        return y
+    unknown = [name for name in data_classes if name not in run_classes]
+    if unknown:
+        raise DataError(
+            f"{source}: classes {', '.join(unknown[:5])} are not among the run's classes ({', '.join(run_classes)})"
+        )
+    table = torch.tensor([run_classes.index(name) for name in data_classes])
+    return table[y]
+
+
+def load(path: str | Path, *, device: str = "cpu") -> Run:
+    """Open a run directory written by ``fit``."""
+    return Run(path, device=device)
+
+
+def write_model_info(run_dir: Path, info: dict) -> None:
+    ckpt.atomic_write_json(run_dir / MODEL_FILE, info)
+

@@ -1,0 +1,1 @@
+"""Tasks: what each kind of problem plugs into the one training loop."""

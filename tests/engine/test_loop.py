@@ -1,0 +1,160 @@
+"""The one training loop: learning, schedules, early stopping and exact resumption."""
+
+import json
+
+import pytest
+import torch
+
+from deepstrata.config import TrainConfig
+from deepstrata.engine.loop import batch_generator, learning_rate, train
+from deepstrata.errors import RunError
+from deepstrata.models.cnn import CNN
+from deepstrata.tasks.image_classification import ImageClassificationTask
+
+
+def blobs(n=256, seed=0):
+    """Two classes of 8x8 images told apart by which half is bright: learnable in a few steps."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 2, (n,), generator=g)
+    x = torch.randint(0, 60, (n, 1, 8, 8), generator=g, dtype=torch.uint8)
+    top = y == 1
+    x[top, :, :4] += 150
+    x[~top, :, 4:] += 150
+    return x, y
+
+
+def make(seed=0):
+    torch.manual_seed(seed)
+    x, y = blobs()
+    vx, vy = blobs(64, seed=1)
+    model = CNN((1, 8, 8), 2, width=8)
+    task = ImageClassificationTask(x, y, vx, vy, num_classes=2, label_smoothing=0.1)
+    return model, task
+
+
+CFG = TrainConfig(epochs=3, batch_size=32, lr=3e-3, device="cpu", seed=0)
+
+
+def weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_learning_rate_one_cycle_shape():
+    cfg = TrainConfig(lr=1.0, warmup_fraction=0.25)
+    lrs = [learning_rate(cfg, s, 100) for s in range(100)]
+    assert max(lrs) == pytest.approx(1.0)
+    assert lrs.index(max(lrs)) == 24
+    assert lrs[0] < lrs[10] < lrs[24] and lrs[50] > lrs[99] >= 0.0
+    cos = TrainConfig(lr=1.0, schedule="cosine", warmup_fraction=0.0)
+    assert learning_rate(cos, 0, 100) == pytest.approx(1.0)
+    assert learning_rate(cos, 50, 100) == pytest.approx(0.5)
+
+
+def test_batch_generator_is_a_pure_function_of_seed_epoch_index():
+    a = torch.rand(5, generator=batch_generator(3, 1, 7))
+    b = torch.rand(5, generator=batch_generator(3, 1, 7))
+    c = torch.rand(5, generator=batch_generator(3, 1, 8))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_train_learns_and_writes_metrics_and_checkpoints(tmp_path):
+    model, task = make()
+    result = train(model, task, CFG, tmp_path, quiet=True)
+    assert result.best_metric > 0.9
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    for key in ("epoch", "step", "train_loss", "val_loss", "val_accuracy", "lr", "seconds"):
+        assert key in rows[0]
+    assert rows[-1]["step"] == 3 * (256 // 32)
+    for name in ("last.safetensors", "last.train.safetensors", "last.json", "best.safetensors"):
+        assert (tmp_path / "checkpoints" / name).is_file()
+
+
+def test_same_seed_same_weights():
+    m1, t1 = make()
+    m2, t2 = make()
+    train(m1, t1, CFG, None, quiet=True)
+    train(m2, t2, CFG, None, quiet=True)
+    for (k, a), b in zip(m1.state_dict().items(), m2.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashingTask:
+    """Wraps a task and raises after ``after`` training batches, like a killed process."""
+
+    def __init__(self, task, after):
+        self.task, self.after, self.primary_metric = task, after, task.primary_metric
+
+    def num_batches(self, batch_size):
+        return self.task.num_batches(batch_size)
+
+    def train_batches(self, epoch, batch_size, seed, start=0):
+        for batch in self.task.train_batches(epoch, batch_size, seed, start):
+            if self.after == 0:
+                raise Crash()
+            self.after -= 1
+            yield batch
+
+    def loss(self, model, batch):
+        return self.task.loss(model, batch)
+
+    def validate(self, model, device):
+        return self.task.validate(model, device)
+
+
+@pytest.mark.parametrize("checkpoint_every,crash_after", [(0, 13), (5, 13)])
+def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path, checkpoint_every, crash_after):
+    cfg = TrainConfig(epochs=3, batch_size=32, device="cpu", seed=0, checkpoint_every=checkpoint_every)
+    reference, task = make()
+    ref_result = train(reference, task, cfg, tmp_path / "ref", quiet=True)
+    ref_last = weights(reference)  # best weights are loaded at the end; compare last checkpoints too
+
+    model, task = make()
+    with pytest.raises(Crash):
+        train(model, CrashingTask(task, crash_after), cfg, tmp_path / "run", quiet=True)
+    saved = json.loads((tmp_path / "run" / "checkpoints" / "last.json").read_text())
+    assert saved["step"] == (10 if checkpoint_every else 8)
+
+    fresh, task = make(seed=123)  # different initial weights: everything must come from the checkpoint
+    result = train(fresh, task, cfg, tmp_path / "run", resume=True, quiet=True)
+    assert result.steps == ref_result.steps
+    for k, v in fresh.state_dict().items():
+        assert torch.equal(v, ref_last[k]), k
+    ref_rows = (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()
+    run_rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    strip = lambda rows: [{k: v for k, v in json.loads(r).items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(run_rows) == strip(ref_rows)
+    from safetensors.torch import load_file
+    for name in ("last.safetensors",):
+        a = load_file(str(tmp_path / "ref" / "checkpoints" / name))
+        b = load_file(str(tmp_path / "run" / "checkpoints" / name))
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    model, task = make()
+    with pytest.raises(RunError, match="no checkpoint"):
+        train(model, task, CFG, tmp_path, resume=True, quiet=True)
+
+
+def test_early_stopping_stops_and_keeps_best(tmp_path):
+    model, task = make()
+
+    class Flat:
+        primary_metric = "accuracy"
+        num_batches = task.num_batches
+        train_batches = task.train_batches
+        loss = task.loss
+        calls = 0
+
+        def validate(self, model, device):
+            Flat.calls += 1
+            return {"val_loss": 1.0, "val_accuracy": 0.5 if Flat.calls > 1 else 0.6}
+
+    cfg = TrainConfig(epochs=10, batch_size=32, device="cpu", patience=2)
+    result = train(model, Flat(), cfg, tmp_path, quiet=True)
+    assert result.stopped_early and result.epochs_run == 3 and result.best_epoch == 1

@@ -1,0 +1,52 @@
+"""Frozen configs: validation names the key, YAML round-trips, overrides merge."""
+
+import dataclasses
+
+import pytest
+
+from deepstrata.config import RunConfig, TrainConfig, dump_config, load_config
+from deepstrata.errors import ConfigError
+
+
+def test_frozen_and_validated():
+    cfg = TrainConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.epochs = 3
+    with pytest.raises(ConfigError, match="train.epochs"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ConfigError, match="train.device.*auto, cpu, cuda, mps"):
+        TrainConfig(device="tpu")
+    with pytest.raises(ConfigError, match="train.lr"):
+        TrainConfig(lr="fast")
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = RunConfig().override(train={"epochs": 4, "lr": 0.01}, data={"source": "mnist"})
+    path = tmp_path / "run.yaml"
+    path.write_text(dump_config(cfg))
+    assert load_config(path) == cfg
+
+
+def test_unknown_keys_are_named_with_the_file(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  epochs: 3\n  epoch: 4\n")
+    with pytest.raises(ConfigError, match=r"run.yaml: unknown key train.epoch; expected one of .*epochs"):
+        load_config(path)
+    path.write_text("trian:\n  epochs: 3\n")
+    with pytest.raises(ConfigError, match="unknown key 'trian'"):
+        load_config(path)
+    path.write_text("train:\n  epochs: -1\n")
+    with pytest.raises(ConfigError, match="run.yaml: train.epochs"):
+        load_config(path)
+    path.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"run.yaml:\d+:\d+: not valid YAML"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_override_ignores_none_and_checks_model_name():
+    cfg = RunConfig().override(train={"epochs": None, "seed": 5})
+    assert cfg.train.epochs == TrainConfig().epochs and cfg.train.seed == 5
+    with pytest.raises(ConfigError, match="model.name"):
+        RunConfig().override(model={"name": "resnet9000"})
