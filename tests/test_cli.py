@@ -1,0 +1,155 @@
+"""The CLI end to end on digits: fit, compare, evaluate, predict, resume, and bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from deepstrata.cli import build_parser, main
+
+QUICK = ["--epochs", "4", "--batch-size", "64", "--width", "8", "--device", "cpu", "--quiet"]
+
+
+def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    return subprocess.run([sys.executable, "-m", "deepstrata", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "digits"
+    assert main(["fit", "--data", "digits", "--out", str(out), *QUICK]) == 0
+    return out
+
+
+def test_help_is_complete(capsys):
+    parser = build_parser()
+    text = parser.format_help()
+    for verb in ("fit", "evaluate", "predict", "compare"):
+        assert verb in text
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--help"])
+    assert exit_info.value.code == 0
+    fit_help = capsys.readouterr().out
+    for flag in ("--data", "--model", "--epochs", "--batch-size", "--lr", "--seed", "--device", "--config", "--out",
+                 "--resume", "--no-baselines", "--format", "--data-dir", "--skip-bad"):
+        assert flag in fit_help
+
+
+def test_fit_writes_a_complete_run_directory(digits_run):
+    for name in ("config.yaml", "model.json", "provenance.json", "metrics.jsonl", "comparison.json",
+                 "confusion.json", "report.html", "checkpoints/best.safetensors", "checkpoints/last.json"):
+        assert (digits_run / name).is_file(), name
+    comparison = json.loads((digits_run / "comparison.json").read_text())
+    assert comparison["task"] == "image-classification" and comparison["primary_metric"] == "accuracy"
+    assert comparison["split"]["train"] + comparison["split"]["val"] + comparison["split"]["test"] == 1797
+    names = [row["name"] for row in comparison["rows"]]
+    assert names[0] == "cnn" and {"hog_lr", "pixels_lr"} <= set(names)
+    for row in comparison["rows"]:
+        assert row["kind"] in ("learned", "baseline")
+        assert set(row["metrics"]) == {"accuracy", "macro_f1"}
+        assert 0.0 <= row["metrics"]["accuracy"] <= 1.0
+        for key in ("train_seconds", "feature_dim", "params"):
+            assert isinstance(row[key], (int, float))
+    assert comparison["rows"][0]["metrics"]["accuracy"] > 0.5
+
+
+def test_compare_evaluate_predict(digits_run, tmp_path, capsys):
+    assert main(["compare", str(digits_run)]) == 0
+    table = capsys.readouterr().out
+    assert "hog_lr" in table and "pixels_lr" in table and "cnn" in table
+
+    assert main(["evaluate", str(digits_run), "--data", "digits", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    comparison = json.loads((digits_run / "comparison.json").read_text())
+    assert result["split"] == "test split of the run"
+    assert result["metrics"]["accuracy"] == pytest.approx(comparison["rows"][0]["metrics"]["accuracy"])
+
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    paths = []
+    for i in range(3):
+        path = tmp_path / f"digit{i}.png"
+        Image.fromarray((digits.images[i] * 255 / 16).astype(np.uint8)).save(path)
+        paths.append(str(path))
+    assert main(["predict", str(digits_run), *paths, "--json"]) == 0
+    predictions = json.loads(capsys.readouterr().out)
+    assert [Path(p["path"]).name for p in predictions] == ["digit0.png", "digit1.png", "digit2.png"]
+    assert all(p["label"] in [str(c) for c in range(10)] and 0 < p["probability"] <= 1 for p in predictions)
+    assert main(["predict", str(digits_run), str(tmp_path)]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 3
+
+
+def test_python_api_round_trip(digits_run):
+    import deepstrata as ds
+
+    run = ds.load(digits_run)
+    assert run.classes == [str(i) for i in range(10)]
+    assert "cnn" in run.compare()
+    assert len(run.history()) == 4
+
+
+def test_existing_run_directory_is_not_overwritten(digits_run):
+    before = (digits_run / "comparison.json").read_bytes()
+    proc = cli("fit", "--data", "digits", "--out", str(digits_run), *QUICK)
+    assert proc.returncode == 2 and "already exists" in proc.stderr
+    assert (digits_run / "comparison.json").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["fit", "--data", "/no/such/path"], "/no/such/path"),
+        (["fit", "--data", "digits", "--resume", "--out", "{tmp}/nothing"], "checkpoint"),
+        (["evaluate", "{tmp}"], "not a deepstrata run directory"),
+        (["compare", "/no/such/run"], "run directory not found"),
+        (["fit", "--config", "{tmp}/bad.yaml"], "unknown key train.epoch"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, expected):
+    (tmp_path / "bad.yaml").write_text("train:\n  epoch: 3\n")
+    proc = cli(*[a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("deepstrata: error:") and expected in lines[0]
+
+
+def test_bad_cli_value_exits_2():
+    proc = cli("fit", "--model", "transformer9")
+    assert proc.returncode == 2 and "invalid choice" in proc.stderr
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path):
+    args = ["--data", "digits", "--epochs", "3", "--width", "8", "--batch-size", "64", "--checkpoint-every", "3",
+            "--device", "cpu", "--no-baselines", "--quiet", "--threads", "1"]
+    assert cli("fit", *args, "--out", str(tmp_path / "ref")).returncode == 0
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    proc = subprocess.Popen([sys.executable, "-m", "deepstrata", "fit", *args, "--out", str(tmp_path / "run")],
+                            env=env, stderr=subprocess.PIPE)
+    marker = tmp_path / "run" / "checkpoints" / "last.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (marker.is_file() and json.loads(marker.read_text())["step"] >= 6):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (tmp_path / "run" / "comparison.json").exists()
+
+    resumed = cli("fit", "--resume", "--out", str(tmp_path / "run"), "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    for name in ("last.safetensors", "best.safetensors"):
+        a = load_file(str(tmp_path / "ref" / "checkpoints" / name))
+        b = load_file(str(tmp_path / "run" / "checkpoints" / name))
+        assert all(torch.equal(a[k], b[k]) for k in a), name
