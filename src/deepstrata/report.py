@@ -353,7 +353,7 @@ def _header_html(comparison: dict[str, Any] | None) -> str:
     items = [("task", comparison.get("task", "-")), ("data", comparison.get("data", "-"))]
     split = comparison.get("split")
     if isinstance(split, dict) and split:
-        sizes = (f"{k} {_fmt_int(v) if _number(v) is not None else v}" for k, v in split.items())
+        sizes = (f"{k} {_fmt_int(v)}" if _number(v) is not None else f"{k}: {v}" for k, v in split.items())
         items.append(("split", " · ".join(sizes)))
     items.append(("primary metric", _primary(comparison)))
     dl = "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>" for k, v in items)

@@ -131,7 +131,8 @@ def fetch(name: str, data_dir: str | Path | None = None, *, base_url: str | None
                                 "delete it or allow downloading")
             target.unlink()
         elif not download:
-            raise DataError(f"{target}: missing and downloading is off; put the file there or allow downloading")
+            raise DataError(f"{target}: missing and downloading is off; "
+                            "put the file there or allow downloading")
         _download(mirror + remote.name, target, remote)
     return folder
 

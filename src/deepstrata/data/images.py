@@ -28,7 +28,7 @@ from PIL import Image
 
 from deepstrata.data import datasets
 from deepstrata.data.safe_pickle import restricted_load
-from deepstrata.errors import ConfigError, DataError
+from deepstrata.errors import DataError
 
 FORMATS = ("digits", "folder", "idx", "cifar")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -63,9 +63,9 @@ def load_images(source: str, *, format: str | None = None, image_size: int | Non
     resized as they are decoded, the fixed-size formats as whole tensors.
     """
     if format is not None and format not in FORMATS:
-        raise ConfigError(f"format: unknown format {format!r}; expected one of {', '.join(FORMATS)}")
+        raise DataError(f"format: unknown format {format!r}; expected one of {', '.join(FORMATS)}")
     if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
-        raise ConfigError(f"image_size: expected a positive integer, got {image_size!r}")
+        raise DataError(f"image_size: expected a positive integer, got {image_size!r}")
     name = str(source)
     if format == "digits" or (format is None and name == "digits"):
         return _resized(read_digits(), image_size)
@@ -93,6 +93,7 @@ def detect_format(path: str | Path) -> str:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
+    path = _single_archive(path)
     if path.is_dir():
         names = [entry.name for entry in path.iterdir() if not entry.name.startswith(".")]
         if any(n.startswith(("train-images-idx3", "train-images.idx3")) for n in names):
@@ -132,7 +133,7 @@ def read_digits() -> ImageDataset:
 class _Entry:
     parts: tuple[str, ...]
     name: str
-    source: Path | bytes
+    source: str | bytes
 
 
 def read_image_folder(path: str | Path, image_size: int | None = None,
@@ -146,6 +147,7 @@ def read_image_folder(path: str | Path, image_size: int | None = None,
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
+    path = _single_archive(path)
     if path.is_dir():
         entries = _scan_dir(path)
     elif _is_archive(path):
@@ -204,10 +206,12 @@ def _scan_dir(root: Path) -> list[_Entry]:
     found = []
     for folder, dirs, files in os.walk(root, followlinks=True):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
-        rel = Path(folder).relative_to(root).parts
+        rel = tuple(os.path.relpath(folder, root).split(os.sep)) if folder != str(root) else ()
+        rel = tuple(p for p in rel if p != ".")
         for f in files:
             if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS):
-                found.append(_Entry(rel + (f,), str(Path(folder, f)), Path(folder, f)))
+                full = os.path.join(folder, f)
+                found.append(_Entry(rel + (f,), full, full))
     return found
 
 
@@ -273,11 +277,11 @@ def _drop_bad(entries: list[_Entry], errors: list[str | None], skip_bad: bool,
     return [i for i, err in enumerate(errors) if err is None]
 
 
-def _open(source: Path | bytes) -> Image.Image:
+def _open(source: str | Path | bytes) -> Image.Image:
     return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
 
 
-def _probe(source: Path | bytes) -> tuple[str, tuple[int, int]] | str:
+def _probe(source: str | Path | bytes) -> tuple[str, tuple[int, int]] | str:
     """(mode, (width, height)) from the header alone, or an error description."""
     try:
         head = source[:_HEAD] if isinstance(source, bytes) else _read_head(source)
@@ -290,7 +294,7 @@ def _probe(source: Path | bytes) -> tuple[str, tuple[int, int]] | str:
         return _describe(exc)
 
 
-def _read_head(path: Path) -> bytes:
+def _read_head(path: str | Path) -> bytes:
     with open(path, "rb") as f:
         return f.read(_HEAD)
 
@@ -324,7 +328,7 @@ def _peek_header(head: bytes) -> tuple[str, tuple[int, int]] | None:
     return None
 
 
-def _decode(source: Path | bytes, channels: int, size: tuple[int, int]) -> np.ndarray:
+def _decode(source: str | Path | bytes, channels: int, size: tuple[int, int]) -> np.ndarray:
     """One image as uint8 ``[H, W, C]`` at ``size`` (height, width)."""
     h, w = size
     with _open(source) as im:
@@ -343,7 +347,7 @@ def _decode(source: Path | bytes, channels: int, size: tuple[int, int]) -> np.nd
 def load_image_files(paths: list[Path], channels: int, size: tuple[int, int]) -> torch.Tensor:
     """Decode image files to uint8 ``[N, C, H, W]``, ``size`` being (height, width); for predict."""
     if channels not in (1, 3):
-        raise ConfigError(f"channels: expected 1 or 3, got {channels!r}")
+        raise DataError(f"channels: expected 1 or 3, got {channels!r}")
     paths = [Path(p) for p in paths]
     pixels = np.empty((len(paths), size[0], size[1], channels), dtype=np.uint8)
 
@@ -369,7 +373,7 @@ def list_image_files(path: str | Path) -> list[Path]:
         if not path.name.lower().endswith(IMAGE_EXTENSIONS):
             raise DataError(f"{path}: not an image file; expected one of {', '.join(IMAGE_EXTENSIONS)}")
         return [path]
-    files = sorted(e.source for e in _scan_dir(path))
+    files = sorted(Path(e.name) for e in _scan_dir(path))
     if not files:
         raise DataError(f"{path}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found")
     return files
@@ -441,7 +445,8 @@ def _parse_idx(data: bytes, path: Path, expected: int | None = None, kind: str =
     if magic is None:
         raise DataError(f"{path}: too short for an IDX file ({len(data)} bytes)")
     if expected is not None and magic != expected:
-        raise DataError(f"{path}: not an IDX {kind} file (magic number 0x{magic:08X}, expected 0x{expected:08X})")
+        raise DataError(f"{path}: not an IDX {kind} file "
+                        f"(magic number 0x{magic:08X}, expected 0x{expected:08X})")
     if data[0] or data[1] or data[2] not in _IDX_TYPES or data[3] == 0:
         raise DataError(f"{path}: not an IDX file (magic number 0x{magic:08X}, expected 0x0000TTDD "
                         "with type TT in 08,09,0B,0C,0D,0E)")
@@ -471,7 +476,8 @@ def read_cifar(path: str | Path) -> ImageDataset:
         raise DataError(f"{path}: no such file or directory")
     if path.is_dir() and (path / "cifar-10-batches-py").is_dir():
         path = path / "cifar-10-batches-py"
-    elif path.is_dir() and (path / "cifar-10-python.tar.gz").is_file():
+    path = _single_archive(path)
+    if path.is_dir() and (path / "cifar-10-python.tar.gz").is_file():
         path = path / "cifar-10-python.tar.gz"
     if path.is_dir():
         blobs = {f.name: (str(f), f.read_bytes()) for f in path.iterdir()
@@ -487,6 +493,8 @@ def read_cifar(path: str | Path) -> ImageDataset:
     parts = [_cifar_batch(*blobs[n]) for n in train]
     x = torch.from_numpy(np.concatenate([p[0] for p in parts]))
     y = torch.from_numpy(np.concatenate([p[1] for p in parts]))
+    if len(y) == 0:
+        raise DataError(f"{path}: the CIFAR training batches hold no images")
     ds = ImageDataset(x=x, y=y, classes=[], source=str(path), format="cifar")
     if "test_batch" in blobs:
         tx, ty = _cifar_batch(*blobs["test_batch"])
@@ -550,6 +558,17 @@ def _cifar_classes(name: str, data: bytes, needed: int) -> list[str]:
 
 def _is_archive(path: Path) -> bool:
     return path.is_file() and path.name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def _single_archive(path: Path) -> Path:
+    """The archive inside ``path`` if that is all the folder holds (a download cache), else ``path``."""
+    if not path.is_dir():
+        return path
+    entries = [e for e in path.iterdir() if not e.name.startswith(".")]
+    archives = [e for e in entries if _is_archive(e)]
+    if len(archives) != 1 or any(e.is_dir() or e.name.lower().endswith(IMAGE_EXTENSIONS) for e in entries):
+        return path
+    return archives[0]
 
 
 def _archive_file_names(path: Path, limit: int) -> list[str]:

@@ -3,8 +3,9 @@
 CIFAR's python batches are pickles, and a pickle may name any importable callable
 (``os.system`` via ``__reduce__``). A data set downloaded from a mirror, or a file a
 user points us at, must never execute anything, so this unpickler resolves only the
-few globals that rebuild numpy arrays and refuses every other one before it is
-imported. Plain dicts, lists, bytes, str and ints need no global and load as usual.
+few globals that rebuild numpy arrays and scalars (pickle protocols 2 to 5) and refuses
+every other one before it is imported. Plain dicts, lists, bytes, str and ints need no
+global and load as usual.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from deepstrata.errors import DataError
 _NUMPY_CORE = "numpy._core" if hasattr(np, "_core") else "numpy.core"
 
 
-def _multiarray(name: str) -> Callable[..., Any]:
-    """Resolve from numpy's own multiarray module, whichever name this numpy uses."""
-    return getattr(importlib.import_module(f"{_NUMPY_CORE}.multiarray"), name)
+def _core(module: str, name: str) -> Callable[[], Any]:
+    """Resolve from numpy's own core module, whichever name this numpy uses."""
+    return lambda: getattr(importlib.import_module(f"{_NUMPY_CORE}.{module}"), name)
 
 
 def _latin1_encode(text: str, encoding: str = "utf-8", errors: str = "strict") -> bytes:
@@ -34,10 +35,10 @@ def _latin1_encode(text: str, encoding: str = "utf-8", errors: str = "strict") -
 
 
 _ALLOWED: dict[tuple[str, str], Callable[[], Any]] = {
-    ("numpy.core.multiarray", "_reconstruct"): lambda: _multiarray("_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"): lambda: _multiarray("_reconstruct"),
-    ("numpy.core.multiarray", "scalar"): lambda: _multiarray("scalar"),
-    ("numpy._core.multiarray", "scalar"): lambda: _multiarray("scalar"),
+    **{(f"{core}.{module}", name): _core(module, name)
+       for core in ("numpy.core", "numpy._core")
+       for module, name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"),
+                            ("numeric", "_frombuffer"))},
     ("numpy", "ndarray"): lambda: np.ndarray,
     ("numpy", "dtype"): lambda: np.dtype,
     ("_codecs", "encode"): lambda: _latin1_encode,

@@ -14,7 +14,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from deepstrata.errors import ConfigError, DataError
+from deepstrata.errors import DataError
 
 
 class Labelled(Protocol):
@@ -52,7 +52,7 @@ def split_dataset(ds: Labelled, *, seed: int, val_fraction: float = 0.1,
     """
     for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0.0 <= value < 1.0:
-            raise ConfigError(f"{key}: expected a fraction in [0, 1), got {value!r}")
+            raise DataError(f"{key}: expected a fraction in [0, 1), got {value!r}")
     y = _labels(ds.y, len(ds.x), "labels")
     rng = np.random.default_rng(seed)
     official = ds.test_x is not None and ds.test_y is not None
