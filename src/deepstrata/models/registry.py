@@ -1,7 +1,9 @@
 """Model families by name: one place that maps a name to a builder.
 
 A model's ``spec`` (saved as ``model.json`` in a run) plus this table is all that is
-needed to rebuild it, so no pickled classes are ever stored.
+needed to rebuild it, so no pickled classes are ever stored. Each family registers a
+builder ``spec -> nn.Module`` under its ``spec["family"]``; builders import their
+module lazily so that optional extras (e.g. the pretrained text encoder) stay optional.
 """
 
 from __future__ import annotations
@@ -11,22 +13,40 @@ from typing import Callable
 from torch import nn
 
 from deepstrata.errors import RunError
-from deepstrata.models.cnn import CNN
-from deepstrata.models.mlp import MLP
 
-IMAGE_MODELS: dict[str, Callable[..., nn.Module]] = {"cnn": CNN, "mlp": MLP}
-MODEL_NAMES = tuple(IMAGE_MODELS)
+
+def _image(family: str) -> Callable[[dict], nn.Module]:
+    def build(spec: dict) -> nn.Module:
+        from deepstrata.models.cnn import CNN
+        from deepstrata.models.mlp import MLP
+
+        cls = {"cnn": CNN, "mlp": MLP}[family]
+        return cls(tuple(spec["in_shape"]), spec["num_classes"], width=spec["width"], depth=spec["depth"])
+
+    return build
+
+
+# family name -> builder from a saved spec. Families of other tasks add their line here.
+BUILDERS: dict[str, Callable[[dict], nn.Module]] = {
+    "cnn": _image("cnn"),
+    "mlp": _image("mlp"),
+}
+
+IMAGE_MODELS = ("cnn", "mlp")
+# Every name accepted by --model / ModelConfig.name; task modules add theirs here.
+MODEL_NAMES: tuple[str, ...] = IMAGE_MODELS
 
 
 def build_image_model(name: str, in_shape, num_classes: int, **kwargs) -> nn.Module:
-    return IMAGE_MODELS[name](tuple(in_shape), num_classes, **kwargs)
+    from deepstrata.models.cnn import CNN
+    from deepstrata.models.mlp import MLP
+
+    return {"cnn": CNN, "mlp": MLP}[name](tuple(in_shape), num_classes, **kwargs)
 
 
 def build_model(spec: dict) -> nn.Module:
     """Rebuild a model from its saved ``spec`` (weights are loaded separately)."""
     family = spec.get("family")
-    if family in IMAGE_MODELS:
-        return IMAGE_MODELS[family](
-            tuple(spec["in_shape"]), spec["num_classes"], width=spec["width"], depth=spec["depth"]
-        )
-    raise RunError(f"model.json: unknown model family {family!r}; known: {', '.join(IMAGE_MODELS)}")
+    if family not in BUILDERS:
+        raise RunError(f"model.json: unknown model family {family!r}; known: {', '.join(BUILDERS)}")
+    return BUILDERS[family](spec)
