@@ -47,10 +47,41 @@ def resolve_config(
     )
 
 
+TASKS = ("image", "text", "recommend")
+TEXT_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet", ".txt")
+
+
+def detect_task(data, model: str | None, task: str | None) -> str:
+    """Which task a fit is: named explicitly, implied by the model, or by the data's form.
+
+    Image sources are the default; a table or text file (or a text data object) means text
+    classification unless ``task="recommend"`` says it is an interaction log.
+    """
+    from deepstrata.errors import ConfigError
+    from deepstrata.models import registry
+
+    if task is not None:
+        if task not in TASKS:
+            raise ConfigError(f"--task: got {task!r}, expected one of {', '.join(TASKS)}")
+        return task
+    for name, names in (("text", registry.TEXT_MODELS), ("recommend", registry.RECOMMEND_MODELS)):
+        if model in names:
+            return name
+    if data is not None and not isinstance(data, (str, Path)):
+        return getattr(data, "task", "text")
+    if isinstance(data, (str, Path)):
+        path = Path(data)
+        lowered = path.name.lower()
+        if lowered.endswith(TEXT_SUFFIXES) or "aclimdb" in lowered:
+            return "text"
+    return "image"
+
+
 def fit(
-    data: str | None = None,
+    data=None,
     model: str | None = None,
     *,
+    task: str | None = None,
     config: RunConfig | str | Path | None = None,
     out: str | Path | None = None,
     resume: bool = False,
@@ -64,7 +95,21 @@ def fit(
     ``"cifar10"``), or a path (image folder, IDX directory, CIFAR batches). Other
     keywords override config fields by name (``epochs=5``, ``lr=1e-3``,
     ``baselines=False`` …). Returns the finished ``Run``.
+
+    Text and recommendation runs (``task="text"`` / ``"recommend"``, or implied by the
+    model or the data) are handed to their task module, which uses the same loop.
     """
+    kind = detect_task(data, model, task)
+    if kind == "text":
+        from deepstrata.tasks.text_classification import fit_text
+
+        return fit_text(data, model, config=config, out=out, resume=resume, overwrite=overwrite, quiet=quiet,
+                        **overrides)
+    if kind == "recommend":
+        from deepstrata.tasks.recommendation import fit_recommender
+
+        return fit_recommender(data, model, config=config, out=out, resume=resume, overwrite=overwrite,
+                               quiet=quiet, **overrides)
     from deepstrata.baselines.image_features import run_image_baselines
     from deepstrata.data.images import load_images
     from deepstrata.data.split import split_dataset

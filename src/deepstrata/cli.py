@@ -28,6 +28,8 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data", metavar="SOURCE", help="'digits' (default), 'mnist', 'fashion-mnist', 'cifar10', "
                    "an image folder (one sub-folder per class), an IDX directory, or CIFAR-10 python batches")
+    p.add_argument("--task", choices=("image", "text", "recommend"),
+                   help="what to learn (default: implied by --model and the data: images, text tables, interaction logs)")
     p.add_argument("--format", choices=IMAGE_FORMATS, help="override the detected kind of SOURCE")
     p.add_argument("--data-dir", metavar="DIR", help="cache for named data sets (default $DEEPSTRATA_DATA or ~/.cache/deepstrata)")
     p.add_argument("--image-size", type=int, metavar="PX", help="resize folder images to PX x PX (default: their most common size)")
@@ -93,15 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _fit(args: argparse.Namespace) -> int:
     from deepstrata.api import fit
 
-    overrides = {
-        key: getattr(args, key)
-        for key in ("format", "data_dir", "image_size", "skip_bad", "width", "epochs", "batch_size", "lr",
-                    "weight_decay", "schedule", "label_smoothing", "augment", "patience", "seed", "device",
-                    "precision", "channels_last", "threads", "checkpoint_every", "baselines")
-    }
+    # Options every task's fit shares are passed by name; the rest (task-specific flags
+    # added by task modules) travel as overrides, and None means "not given".
+    named = ("verb", "data", "model", "task", "config", "out", "resume", "overwrite", "quiet")
+    overrides = {key: value for key, value in vars(args).items() if key not in named and value is not None}
     if args.resume and not args.out:
         raise DeepstrataError("--resume needs --out RUN (the run directory to continue)")
-    fit(data=args.data, model=args.model, config=args.config, out=args.out, resume=args.resume,
+    fit(data=args.data, model=args.model, task=args.task, config=args.config, out=args.out, resume=args.resume,
         overwrite=args.overwrite, quiet=args.quiet, **overrides)
     return 0
 

@@ -32,9 +32,11 @@ BUILDERS: dict[str, Callable[[dict], nn.Module]] = {
     "mlp": _image("mlp"),
 }
 
-IMAGE_MODELS = ("cnn", "mlp")
-# Every name accepted by --model / ModelConfig.name; task modules add theirs here.
-MODEL_NAMES: tuple[str, ...] = IMAGE_MODELS
+IMAGE_MODELS: tuple[str, ...] = ("cnn", "mlp")
+TEXT_MODELS: tuple[str, ...] = ()
+RECOMMEND_MODELS: tuple[str, ...] = ()
+# Every name accepted by --model / ModelConfig.name.
+MODEL_NAMES: tuple[str, ...] = IMAGE_MODELS + TEXT_MODELS + RECOMMEND_MODELS
 
 
 def build_image_model(name: str, in_shape, num_classes: int, **kwargs) -> nn.Module:
