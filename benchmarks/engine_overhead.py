@@ -1,0 +1,102 @@
+"""Engine overhead: deepstrata's loop vs a minimal hand-written PyTorch loop.
+
+Both train the same CNN on the same uint8 tensors for the same steps with the same
+augmentation, loss, clipping, schedule and a validation pass per epoch; the engine also
+writes metrics.jsonl and checkpoints each epoch (that is part of what it costs).
+They alternate, several repeats, in one process; the median time ratio is reported.
+
+    python benchmarks/engine_overhead.py --data digits --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from deepstrata.config import TrainConfig
+from deepstrata.data.augment import random_crop
+from deepstrata.data.images import load_images
+from deepstrata.data.split import split_dataset
+from deepstrata.engine.loop import batch_generator, build_optimizer, learning_rate, train
+from deepstrata.models.cnn import CNN
+from deepstrata.tasks.image_classification import ImageClassificationTask, channel_stats, predict_logits, to_float
+
+
+def hand_loop(model, splits, cfg: TrainConfig, padding: int) -> None:
+    opt = build_optimizer(model, cfg)
+    n = len(splits.train_x)
+    steps_per_epoch = n // cfg.batch_size
+    total = steps_per_epoch * cfg.epochs
+    step = 0
+    for epoch in range(cfg.epochs):
+        model.train()
+        order = torch.randperm(n, generator=batch_generator(cfg.seed, epoch))
+        for i in range(steps_per_epoch):
+            idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+            x = random_crop(to_float(splits.train_x[idx]), padding, batch_generator(cfg.seed, epoch, i))
+            y = splits.train_y[idx]
+            for group in opt.param_groups:
+                group["lr"] = learning_rate(cfg, step, total)
+            loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            step += 1
+        logits = predict_logits(model, splits.val_x, torch.device("cpu"))
+        (logits.argmax(1) == splits.val_y).float().mean().item()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="digits")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--width", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--max-train", type=int, default=None, help="use only this many training images")
+    args = parser.parse_args()
+
+    splits = split_dataset(load_images(args.data), seed=0)
+    if args.max_train:
+        splits.train_x, splits.train_y = splits.train_x[: args.max_train], splits.train_y[: args.max_train]
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, device="cpu", seed=0)
+    mean, std = channel_stats(splits.train_x)
+    shape = tuple(splits.train_x.shape[1:])
+
+    def fresh():
+        torch.manual_seed(0)
+        return CNN(shape, len(splits.classes), width=args.width, mean=mean, std=std)
+
+    engine_times, hand_times = [], []
+    for repeat in range(args.repeats + 1):
+        for which in ("engine", "hand") if repeat % 2 == 0 else ("hand", "engine"):
+            model = fresh()
+            start = time.perf_counter()
+            if which == "engine":
+                task = ImageClassificationTask(splits.train_x, splits.train_y, splits.val_x, splits.val_y,
+                                               num_classes=len(splits.classes), label_smoothing=cfg.label_smoothing)
+                with tempfile.TemporaryDirectory() as tmp:
+                    train(model, task, cfg, Path(tmp), quiet=True)
+            else:
+                hand_loop(model, splits, cfg, padding=ImageClassificationTask(
+                    splits.train_x[:1], splits.train_y[:1], splits.val_x, splits.val_y, num_classes=1).padding)
+            elapsed = time.perf_counter() - start
+            if repeat > 0:  # the first round warms up allocators and caches
+                (engine_times if which == "engine" else hand_times).append(elapsed)
+    ratios = [e / h for e, h in zip(engine_times, hand_times)]
+    print(f"data={args.data} epochs={args.epochs} width={args.width} batch={args.batch_size} "
+          f"threads={torch.get_num_threads()} repeats={args.repeats}")
+    print(f"engine s: {', '.join(f'{t:.2f}' for t in engine_times)}")
+    print(f"hand   s: {', '.join(f'{t:.2f}' for t in hand_times)}")
+    print(f"median ratio engine/hand: {statistics.median(ratios):.3f}  (per-repeat: {', '.join(f'{r:.3f}' for r in ratios)})")
+
+
+if __name__ == "__main__":
+    main()
