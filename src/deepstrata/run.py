@@ -159,15 +159,61 @@ class Run:
 
         return format_comparison_table(self.comparison())
 
+    def recommend(self, user, k: int = 10) -> dict:
+        """Top-``k`` unseen items for ``user`` (recommendation runs); unknown users get popular items."""
+        from deepstrata.tasks import recommendation
+
+        return recommendation.recommend(self, user, k)
+
+    def similar(self, item, k: int = 10) -> dict:
+        """The ``k`` items nearest to ``item`` in the learned embedding space (recommendation runs)."""
+        from deepstrata.tasks import recommendation
+
+        return recommendation.similar(self, item, k)
+
+    def update(self, data, out: str | Path | None = None, *, epochs: int | None = None,
+               quiet: bool = True) -> "Run":
+        """Continue training on new interactions (new users and items too); returns the updated run."""
+        from deepstrata.tasks import recommendation
+
+        return recommendation.update_run(self, data, out=out, epochs=epochs, quiet=quiet)[0]
+
+    def embed(self, texts, per_token: bool = False):
+        """One vector per text ``[N, D]``, or with ``per_token`` one per token with the tokens (text runs)."""
+        if self.task != "text-classification":
+            raise RunError(f"{self.path}: embed takes texts and needs a text run; this run is {self.task}")
+        from deepstrata.tasks.text_classification import embed_texts
+
+        return embed_texts(self, texts, per_token)
+
+    def features(self, x, layer: str = "stage2", *, data_dir: str | None = None) -> np.ndarray:
+        """Pooled features ``[N, D]`` of one named layer for ``x``: a tensor of inputs or a data source string.
+
+        A name the model does not have raises ``ConfigError`` listing the ones it has.
+        """
+        from deepstrata.inspect.api import features
+
+        return features(self, x, layer, data_dir=data_dir)
+
+    def inspect(self, data: str | None = None, **kwargs):
+        """Probes, CKA, projections and pictures of every layer (see ``deepstrata.inspect.inspect_run``)."""
+        from deepstrata.inspect.api import inspect_run
+
+        return inspect_run(self, data, **kwargs)
+
     def _logits(self, images: torch.Tensor) -> torch.Tensor:
         from deepstrata.tasks.image_classification import predict_logits
 
         return predict_logits(self.model, images, self.device)
 
     def predict(self, paths: str | Path | list[str | Path]) -> list[Prediction]:
-        """Label and probability for each image file (or every image in a folder)."""
+        """Label and probability for each image file (or every image in a folder); for a text run, each string."""
         from deepstrata.data.images import list_image_files, load_image_files
 
+        if self.task == "text-classification":
+            from deepstrata.tasks.text_classification import predict_texts
+
+            return predict_texts(self, paths)
         if isinstance(paths, (str, Path)):
             paths = [paths]
         files: list[Path] = []
@@ -194,6 +240,10 @@ class Run:
         from deepstrata.data.split import split_dataset
         from deepstrata.metrics import classification_metrics, confusion_matrix
 
+        if self.task == "text-classification":
+            from deepstrata.tasks.text_classification import evaluate_text
+
+            return evaluate_text(self, data)
         source = data or self.config.data.source
         same = source == self.config.data.source
         channels, height, width = self.info["spec"]["in_shape"]

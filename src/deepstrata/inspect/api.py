@@ -1,0 +1,304 @@
+"""``inspect_run``: what every named layer of a run learned, measured and pictured.
+
+One call reads a held-out sample through the trained model and through the same
+architecture at random initialisation, then measures (layer-wise linear probes, linear
+CKA between layers), maps (PCA / t-SNE per layer) and, for image models, pictures
+(first-layer filters, activation maps, top-activating crops, optionally activation
+maximisation). The numbers and the matplotlib figures come back as an
+``InspectionResult``; with ``write=True`` they also land in ``RUN/inspect/report.html``
+and ``RUN/inspect/summary.json``, and the run's own report gains a link.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from deepstrata.inspect import data as inspect_data
+from deepstrata.inspect.cka import cka_matrix, paired_cka
+from deepstrata.inspect.probes import ProbeResult, ProbeSettings, chance_accuracy, layer_probes, probe_accuracy, \
+    probe_split, random_control
+from deepstrata.inspect.projections import ProjectionSettings, projections
+from deepstrata.inspect.taps import extract, parse_layers
+from deepstrata.inspect.visuals import MaximizeSettings
+
+INSPECT_DIR = "inspect"
+VISUAL_CHANNELS = 6
+TOP_K = 8
+MAP_INPUTS = 4
+CKA_SAMPLES = 1000
+
+
+@dataclass
+class InspectionResult:
+    """Everything ``inspect_run`` found: numbers, settings, timings and figures (matplotlib ``Figure``).
+
+    ``figures`` maps a name (``"probes"``, ``"cka"``, ``"projections"``, ``"filters"``,
+    ``"maps/<layer>"``, ``"patches/<layer>"``, ``"maximize"``) to a figure;
+    ``summary()`` is what ``summary.json`` holds.
+    """
+
+    run: str
+    task: str
+    family: str
+    data: str
+    samples: int
+    layers: list[str]
+    shapes: dict[str, list[int]]
+    probes: list[ProbeResult]
+    input_probe: dict[str, Any] | None
+    chance: float
+    probe_split: dict[str, int]
+    cka_layers: list[str]
+    cka: np.ndarray
+    cka_samples: int
+    cka_vs_init: dict[str, float]
+    settings: dict[str, Any]
+    seconds: dict[str, float]
+    figures: dict[str, Any] = field(default_factory=dict)
+    captions: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    report_path: Path | None = None
+    summary_path: Path | None = None
+
+    def probe(self, layer: str) -> ProbeResult:
+        for result in self.probes:
+            if result.layer == layer:
+                return result
+        raise KeyError(layer)
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON-able summary: probes per layer (trained vs random init), CKA, sample, settings, timings."""
+        return {
+            "run": self.run,
+            "task": self.task,
+            "family": self.family,
+            "data": self.data,
+            "samples": self.samples,
+            "probe_split": self.probe_split,
+            "chance": round(self.chance, 6),
+            "input_probe": self.input_probe,
+            "probes": [p.to_dict() for p in self.probes],
+            "shapes": self.shapes,
+            "cka": {"layers": self.cka_layers, "matrix": _finite(self.cka), "samples": self.cka_samples},
+            "cka_trained_vs_init": {k: _finite(v) for k, v in self.cka_vs_init.items()},
+            "settings": self.settings,
+            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+            "notes": self.notes,
+        }
+
+    def table(self) -> str:
+        """The probe table as text, as ``deepstrata inspect`` prints it."""
+        head = ["layer", "output", "dim", "trained", "random", "gain", "CKA vs init"]
+        rows = []
+        for p in self.probes:
+            vs_init = self.cka_vs_init.get(p.layer, float("nan"))
+            rows.append([p.layer, "x".join(map(str, self.shapes.get(p.layer, []))), str(p.dim), f"{p.trained:.3f}",
+                         f"{p.random:.3f}", f"{p.trained - p.random:+.3f}",
+                         f"{vs_init:.2f}" if np.isfinite(vs_init) else "-"])
+        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+        lines = ["  ".join(h.ljust(w) if i < 2 else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths)))]
+        lines += ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+                  for r in rows]
+        extra = f"chance {self.chance:.3f}"
+        if self.input_probe:
+            extra = f"raw input ({self.input_probe['dim']}-d) {self.input_probe['accuracy']:.3f}; " + extra
+        lines.append(f"linear probes, held-out accuracy (fit {self.probe_split['fit']}, scored on "
+                     f"{self.probe_split['score']}); {extra}")
+        lines.append(f"data: {self.data}; inspected in {self.seconds.get('total', 0.0):.1f}s")
+        return "\n".join(lines)
+
+
+def _finite(value):
+    if isinstance(value, np.ndarray):
+        return [_finite(v) for v in value.tolist()]
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    value = float(value)
+    return round(value, 6) if np.isfinite(value) else None
+
+
+def inspect_run(
+    run,
+    data: str | None = None,
+    layers: str | list[str] | None = None,
+    *,
+    samples: int = 2000,
+    seed: int = 0,
+    data_dir: str | None = None,
+    tsne: bool = True,
+    maximize: bool = False,
+    write: bool = True,
+    batch_size: int = 256,
+) -> InspectionResult:
+    """Inspect ``run`` (a ``Run`` or a run directory) on up to ``samples`` held-out examples.
+
+    ``layers``: names (list or ``"stem,stage2"``), default all; an unknown name raises
+    ``ConfigError`` listing the real ones before any data is read. ``tsne=False`` keeps
+    only PCA maps; ``maximize=True`` adds activation maximisation (image models).
+    With ``write``, writes ``RUN/inspect/report.html`` and ``summary.json`` and relinks
+    the run's report.
+    """
+    from deepstrata.run import Run
+
+    started = time.perf_counter()
+    seconds: dict[str, float] = {}
+    run = run if isinstance(run, Run) else Run(run)
+    model = run.model
+    names = parse_layers(model, layers)
+    samples = inspect_data.check_samples(samples)
+
+    clock = time.perf_counter()
+    sample = inspect_data.load_sample(run, data, samples=samples, seed=seed, data_dir=data_dir)
+    seconds["load data"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    cka_n = min(len(sample), CKA_SAMPLES)
+    trained = extract(model, sample.inputs, names, mask=sample.mask, batch_size=batch_size, keep_flat=cka_n)
+    control = random_control(model, seed)
+    random = extract(control, sample.inputs, names, mask=sample.mask, batch_size=batch_size, keep_flat=cka_n)
+    seconds["features"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    probe_settings = ProbeSettings(seed=seed)
+    probes = layer_probes(trained.pooled, random.pooled, sample.labels, probe_settings)
+    fit_idx, score_idx = probe_split(sample.labels, probe_settings.fit_fraction, probe_settings.seed)
+    input_probe = None
+    if isinstance(sample.inputs, torch.Tensor) and sample.inputs.is_floating_point():
+        pixels = sample.inputs.reshape(len(sample), -1).numpy()
+        accuracy, _ = probe_accuracy(pixels, sample.labels, fit_idx, score_idx, probe_settings)
+        input_probe = {"name": "raw input", "dim": int(pixels.shape[1]), "accuracy": round(accuracy, 6)}
+    chance = chance_accuracy(sample.labels, probe_settings)
+    seconds["probes"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    cka_layers, matrix = cka_matrix(trained.flat)
+    vs_init = paired_cka(trained.flat, random.flat)
+    seconds["cka"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    projection_settings = ProjectionSettings(methods=("pca", "tsne") if tsne else ("pca",), seed=seed)
+    projection_index, maps = projections(trained.pooled, projection_settings)
+    seconds["projections"] = time.perf_counter() - clock
+
+    result = InspectionResult(
+        run=str(run.path), task=run.task, family=str(model.spec.get("family", type(model).__name__)),
+        data=sample.description, samples=len(sample), layers=names,
+        shapes={name: list(shape) for name, shape in trained.shapes.items()},
+        probes=probes, input_probe=input_probe, chance=chance,
+        probe_split={"fit": int(len(fit_idx)), "score": int(len(score_idx))},
+        cka_layers=cka_layers, cka=matrix, cka_samples=cka_n, cka_vs_init=vs_init,
+        settings={
+            "probe": {**probe_settings.to_dict(), "text": probe_settings.describe()},
+            "control": f"same architecture, random initialisation (torch.manual_seed({seed})); "
+                       "shares only the input normalisation statistics",
+            "pooling": "4-D maps: spatial mean; 3-D token maps: mean over real tokens; 2-D: as is",
+            "cka": "linear CKA on flattened activations (token maps pooled)",
+            "projection": projection_settings.to_dict(),
+            "maximize": None,
+            "device": f"{run.device} ({torch.get_num_threads()} torch threads)",
+        },
+        seconds=seconds, notes=list(sample.notes),
+    )
+
+    from deepstrata.inspect import report as inspect_report
+
+    clock = time.perf_counter()
+    result.figures["probes"] = inspect_report.probe_figure(result)
+    result.figures["cka"] = inspect_report.cka_figure(result)
+    result.figures["projections"] = inspect_report.projection_figure(
+        result, maps, sample.labels[projection_index], sample.classes)
+    seconds["summary plots"] = time.perf_counter() - clock
+    if sample.images is not None:
+        clock = time.perf_counter()
+        _image_visuals(result, model, sample, names, maximize=maximize, seed=seed, batch_size=batch_size)
+        seconds["image visuals"] = time.perf_counter() - clock
+
+    seconds["total"] = time.perf_counter() - started
+    if write:
+        clock = time.perf_counter()
+        out = Path(run.path) / INSPECT_DIR
+        result.report_path = inspect_report.write_html(result, out)
+        from deepstrata.report import write_report
+
+        write_report(run.path)
+        seconds["write report"] = time.perf_counter() - clock
+        seconds["total"] = time.perf_counter() - started
+        result.summary_path = inspect_report.write_summary(result, out)
+    return result
+
+
+def _image_visuals(result: InspectionResult, model, sample, names: list[str], *, maximize: bool, seed: int,
+                   batch_size: int) -> None:
+    """Filters, activation maps, top crops (and optionally maximised inputs) of every non-head layer."""
+    from deepstrata.inspect import visuals
+
+    images = sample.images
+    in_shape = tuple(images.shape[1:])
+    first = visuals.first_layer_pictures(model, in_shape)
+    if first is not None:
+        kind, pictures = first
+        result.figures["filters"] = visuals.filters_figure(pictures, f"{kind} ({len(pictures)} shown, largest norm first)")
+        result.captions["filters"] = kind
+    layers = [name for name in names if name != "head"]
+    if not layers:
+        return
+    settings = MaximizeSettings(seed=seed)
+    responses = visuals.channel_responses(model, images, layers, batch_size)
+    show = _one_per_class(sample.labels, MAP_INPUTS)
+    rows = []
+    for name in layers:
+        channels = visuals.selective_channels(responses[name], VISUAL_CHANNELS)
+        spatial = responses[name].spatial
+        field = visuals.receptive_field(model, name) if spatial else None
+        crops, values = visuals.top_patches(images, responses[name], channels, field, TOP_K)
+        result.figures[f"patches/{name}"] = visuals.patches_figure(name, channels, crops, values,
+                                                                    field.size if field else None)
+        result.captions[f"patches/{name}"] = (
+            f"channels {', '.join(map(str, channels))} (the most selective of {responses[name].value.shape[1]}); "
+            + (f"receptive field {field.size}px, stride {field.jump}px" if field else "whole inputs (dense layer)"))
+        maps = visuals.activation_maps(model, images[show], name, channels) if spatial else None
+        if maps is not None:
+            result.figures[f"maps/{name}"] = visuals.activation_maps_figure(name, images[show], channels, maps)
+        if maximize:
+            pictures, reached = visuals.maximize(model, name, channels, in_shape, settings)
+            rows.append((name, channels, pictures, reached))
+    if rows:
+        result.figures["maximize"] = visuals.maximize_figure(rows)
+        result.settings["maximize"] = {**settings.to_dict(), "text": settings.describe()}
+
+
+def _one_per_class(labels: np.ndarray, count: int) -> list[int]:
+    """Indices of up to ``count`` examples, each of a different class where possible."""
+    picked: list[int] = []
+    seen: set = set()
+    for index, label in enumerate(labels.tolist()):
+        if label not in seen:
+            picked.append(index)
+            seen.add(label)
+        if len(picked) == count:
+            return picked
+    rest = [i for i in range(len(labels)) if i not in picked]
+    return (picked + rest)[:count]
+
+
+def features(run, x, layer: str = "stage2", *, data_dir: str | None = None, batch_size: int = 256) -> np.ndarray:
+    """Pooled features ``[N, D]`` of one named layer for images (tensor) or a data source (string)."""
+    from deepstrata.errors import RunError
+
+    model = run.model
+    parse_layers(model, [layer])
+    if run.task != inspect_data.IMAGE_TASK:
+        raise RunError(f"{run.path}: features reads runs of task {inspect_data.IMAGE_TASK!r}; this run is {run.task!r}")
+    if isinstance(x, (str, Path)):
+        x, _ = inspect_data.load_image_all(run, str(x), data_dir=data_dir)
+    else:
+        x = inspect_data.image_tensor(run, x)
+    return extract(model, x, [layer], batch_size=batch_size).pooled[layer]
+
+

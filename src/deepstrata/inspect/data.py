@@ -1,0 +1,128 @@
+"""The examples an inspection looks at: held out from training, sampled, labelled.
+
+Probes must be scored on examples the network never fitted, so on the run's own source
+the sample is drawn from its validation and test splits (rebuilt from the run's seed);
+on another source from its official test split, else from all of it. The sample is a
+fixed random subset (seeded), and what it is gets stated in the report.
+
+Each task reads its data here, into one shape (``InspectData``), so the rest of the
+inspection does not care whether the inputs are images, token ids or item ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from deepstrata.errors import ConfigError, DataError, RunError
+
+IMAGE_TASK = "image-classification"
+
+
+@dataclass
+class InspectData:
+    """Model inputs (a tensor or a tuple passed as ``model(*inputs)``), labels, and what they are.
+
+    ``mask`` ``[N, T]`` marks real tokens for token-sequence inputs. ``images`` (float
+    ``[N, C, H, W]`` in [0, 1]) is set for image tasks and enables the pictures.
+    """
+
+    inputs: torch.Tensor | tuple[torch.Tensor, ...]
+    labels: np.ndarray
+    classes: list[str]
+    description: str
+    pool_size: int
+    mask: torch.Tensor | None = None
+    images: torch.Tensor | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def sample_rows(n: int, size: int, seed: int) -> np.ndarray:
+    """A seeded random subset of ``range(n)`` of at most ``size`` rows, in the original order."""
+    if n <= size:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
+
+
+def _image_source(run, data: str | None, data_dir: str | None):
+    """The run's source (or ``data``) read and shaped to the model's input."""
+    from deepstrata.data.images import load_images
+    from deepstrata.run import _match_shape
+
+    source = data or run.config.data.source
+    same = source == run.config.data.source
+    channels, height, width = run.info["spec"]["in_shape"]
+    dataset = load_images(
+        source, format=run.config.data.format if same else None, image_size=height if height == width else None,
+        skip_bad=run.config.data.skip_bad, data_dir=data_dir or run.config.data.data_dir,
+    )
+    return source, same, dataset, (channels, height, width), _match_shape
+
+
+def load_image_sample(run, data: str | None = None, *, samples: int = 2000, seed: int = 0,
+                      data_dir: str | None = None) -> InspectData:
+    """Up to ``samples`` held-out images of ``data`` (default: the run's own source) with their labels."""
+    from deepstrata.data.split import split_dataset
+
+    source, same, dataset, (c, h, w), match = _image_source(run, data, data_dir)
+    if same:
+        splits = split_dataset(dataset, seed=run.config.train.seed, val_fraction=run.config.data.val_fraction,
+                               test_fraction=run.config.data.test_fraction)
+        x = torch.cat([splits.val_x, splits.test_x])
+        y = torch.cat([splits.val_y, splits.test_y])
+        which = ("validation split + official test split" if splits.test_is_official
+                 else "validation + test splits") + " of the run (not used to fit the weights)"
+    elif dataset.test_x is not None:
+        x, y, which = dataset.test_x, dataset.test_y, "official test split"
+    else:
+        x, y, which = dataset.x, dataset.y, "all examples (this source has no test split)"
+    if len(y) < 4:
+        raise DataError(f"{source}: {len(y)} held-out examples; inspection needs at least 4")
+    rows = sample_rows(len(y), samples, seed)
+    images = match(x[torch.from_numpy(rows)], c, h, w, source).float().div_(255.0)
+    labels = y[torch.from_numpy(rows)].numpy()
+    description = (f"{dataset.source or source}: {len(rows)} of {len(y)} images of the {which}"
+                   + (f", sampled with seed {seed}" if len(rows) < len(y) else ""))
+    return InspectData(inputs=images, labels=labels, classes=list(dataset.classes), description=description,
+                       pool_size=len(y), images=images, notes=list(dataset.notes))
+
+
+def load_image_all(run, data: str | None = None, *, data_dir: str | None = None) -> tuple[torch.Tensor, str]:
+    """Every image of a source as the model takes it (training part, then the official test part)."""
+    source, _, dataset, (c, h, w), match = _image_source(run, data, data_dir)
+    parts = [dataset.x] + ([dataset.test_x] if dataset.test_x is not None else [])
+    x = match(torch.cat(parts), c, h, w, source)
+    order = "all images" + (", training files then the official test files" if len(parts) > 1 else "")
+    return x, f"{dataset.source or source}: {order}"
+
+
+def image_tensor(run, x: torch.Tensor) -> torch.Tensor:
+    """Check that a user's image tensor fits the model: ``[N, C, H, W]`` (or one ``[C, H, W]``), uint8 or float."""
+    shape = tuple(run.info["spec"]["in_shape"])
+    if not isinstance(x, torch.Tensor):
+        x = torch.as_tensor(np.asarray(x))
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    if x.dim() != 4 or tuple(x.shape[1:]) != shape:
+        raise DataError(f"features: expected images [N, {', '.join(map(str, shape))}], got {list(x.shape)}")
+    if x.dtype != torch.uint8 and not x.is_floating_point():
+        raise DataError(f"features: expected uint8 (0-255) or float (0-1) images, got {x.dtype}")
+    return x
+
+
+def check_samples(samples: int) -> int:
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 20:
+        raise ConfigError(f"--samples: got {samples!r}, expected an integer of at least 20")
+    return samples
+
+
+def load_sample(run, data: str | None, *, samples: int, seed: int, data_dir: str | None) -> InspectData:
+    """The held-out sample for ``run``'s task."""
+    if run.task == IMAGE_TASK:
+        return load_image_sample(run, data, samples=samples, seed=seed, data_dir=data_dir)
+    raise RunError(f"{run.path}: inspect reads runs of task {IMAGE_TASK!r}; this run is {run.task!r}")

@@ -1,0 +1,119 @@
+"""The from-scratch Transformer: named layers, shapes, masking, positions, pooling, batching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from deepstrata.engine.loop import batch_generator
+from deepstrata.models.registry import build_model
+from deepstrata.models.transformer import TransformerClassifier
+from deepstrata.tasks.text_classification import TextClassificationTask, bucketed_batches, predict_logits
+
+
+def model(**kwargs) -> TransformerClassifier:
+    torch.manual_seed(0)
+    options = dict(dim=32, layers=2, heads=4, max_length=40, dropout=0.0)
+    options.update(kwargs)
+    return TransformerClassifier(100, 3, **options).eval()
+
+
+def ids_batch() -> torch.Tensor:
+    generator = torch.Generator().manual_seed(1)
+    ids = torch.randint(2, 100, (3, 12), generator=generator)
+    ids[:, 0] = 1
+    ids[1, 7:] = 0
+    ids[2, 3:] = 0
+    return ids
+
+
+def test_named_layers_shapes_and_spec():
+    net = model()
+    assert net.layer_names == ["embed", "block1", "block2", "head"] and net.feature_dim == 32
+    ids = ids_batch()
+    assert net(ids).shape == (3, 3)
+    inter = net.forward_intermediates(ids)
+    assert [inter[n].shape for n in ("embed", "block1", "block2")] == [(3, 12, 32)] * 3
+    assert inter["head"].shape == (3, 3)
+    assert list(net.forward_intermediates(ids, ["block1"])) == ["block1"]
+    states, mask = net.forward_tokens(ids)
+    assert states.shape == (3, 12, 32) and mask.sum(1).tolist() == [12, 7, 3]
+    assert net.forward_features(ids).shape == (3, 32)
+    rebuilt = build_model(net.spec)
+    rebuilt.load_state_dict(net.state_dict())
+    assert torch.equal(rebuilt.eval()(ids), net(ids))
+
+
+@pytest.mark.parametrize("positions,pooling", [("learned", "mean"), ("rotary", "mean"), ("rotary", "cls")])
+def test_padding_never_changes_a_texts_outputs(positions, pooling):
+    net = model(positions=positions, pooling=pooling)
+    ids = ids_batch()
+    with torch.no_grad():
+        alone = [net.forward_tokens(ids[i:i + 1, : int((ids[i] != 0).sum())])[0][0] for i in range(3)]
+        padded = torch.cat([ids, torch.zeros(3, 9, dtype=torch.long)], dim=1)
+        states, mask = net.forward_tokens(padded)
+        for i in range(3):
+            n = int(mask[i].sum())
+            torch.testing.assert_close(states[i, :n], alone[i], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(net(padded), net(ids), atol=1e-5, rtol=1e-5)
+        single = torch.cat([net(ids[i:i + 1, : int((ids[i] != 0).sum())]) for i in range(3)])
+        torch.testing.assert_close(net(padded), single, atol=1e-5, rtol=1e-5)
+
+
+def test_attention_maps_mask_padding_and_match_sdpa():
+    net = model(positions="rotary")
+    ids = ids_batch()
+    with torch.no_grad():
+        maps = net.attention_maps(ids)
+        assert list(maps) == ["block1", "block2"] and maps["block1"].shape == (3, 4, 12, 12)
+        torch.testing.assert_close(maps["block2"].sum(-1), torch.ones(3, 4, 12))
+        assert maps["block1"][2, :, :, 3:].abs().max() == 0  # no query attends to padding
+        mask = net.padding_mask(ids)
+        x = net.layers["embed"](ids)
+        x_maps, _ = net.layers["block1"](x, mask, (net.rotary_cos, net.rotary_sin), return_weights=True)
+        torch.testing.assert_close(x_maps, net.layers["block1"](x, mask, (net.rotary_cos, net.rotary_sin)))
+
+
+def test_positions_matter_and_differ_between_learned_and_rotary():
+    ids = torch.tensor([[1, 5, 6, 7, 8]])
+    swapped = torch.tensor([[1, 8, 7, 6, 5]])
+    for positions in ("learned", "rotary"):
+        net = model(positions=positions)
+        with torch.no_grad():
+            net.layers["embed"].tokens.weight.normal_()
+            assert not torch.allclose(net.forward_tokens(ids)[0][0, 1], net.forward_tokens(swapped)[0][0, 4])
+    assert "positions" not in dict(model(positions="rotary").layers["embed"].named_children()) or \
+        model(positions="rotary").layers["embed"].positions is None
+
+
+def test_bucketed_batches_cover_every_example_once_and_group_lengths():
+    lengths = np.random.default_rng(0).integers(1, 300, size=1000)
+    batches = bucketed_batches(lengths, 32, batch_generator(0, 0))
+    assert len(batches) == 32  # ceil(1000 / 32)
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(1000))
+    padded = sum(len(b) * lengths[b].max() for b in batches)
+    assert lengths.sum() / padded > 0.9  # random batches would waste about half the slots
+    again = bucketed_batches(lengths, 32, batch_generator(0, 0))
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again))
+
+
+def test_task_batches_resume_exactly_and_validate():
+    rng = np.random.default_rng(0)
+    ids = [np.concatenate([[1], rng.integers(2, 100, size=n)]) for n in rng.integers(0, 30, size=50)]
+    y = rng.integers(0, 3, size=50)
+    task = TextClassificationTask(ids, y, ids[:10], y[:10])
+    full = list(task.train_batches(1, 8, seed=3))
+    tail = list(task.train_batches(1, 8, seed=3, start=4))
+    assert task.num_batches(8) == len(full) == 7
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(full[4:], tail))
+    net = model()
+    loss, correct = task.loss(net, full[0])
+    assert loss.ndim == 0 and 0 <= int(correct) <= len(full[0][1])
+    result = task.validate(net, torch.device("cpu"))
+    assert set(result) == {"val_loss", "val_accuracy"}
+    logits = predict_logits(net, ids, torch.device("cpu"), batch_size=7)
+    with torch.no_grad():
+        direct = torch.cat([net(torch.from_numpy(i)[None]) for i in ids])
+    torch.testing.assert_close(logits, direct, atol=1e-5, rtol=1e-5)
