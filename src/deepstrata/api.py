@@ -14,6 +14,8 @@ import torch
 
 from deepstrata.config import RunConfig, dump_config, load_config, resolved_train
 from deepstrata.engine import checkpoint as ckpt
+from deepstrata.engine import distributed
+from deepstrata.errors import ConfigError
 from deepstrata.engine.devices import resolve_device
 from deepstrata.engine.loop import train
 from deepstrata.run import Run, default_run_dir, prepare_run_dir, provenance, write_model_info
@@ -99,6 +101,10 @@ def fit(
     keywords override config fields by name (``epochs=5``, ``lr=1e-3``,
     ``baselines=False`` …). Returns the finished ``Run``.
 
+    Under torchrun (or ``deepstrata fit --devices N``) every process calls this; rank 0
+    alone writes the run directory, runs the baselines and returns the ``Run`` (the
+    other ranks return ``None``).
+
     Text and recommendation runs (``task="text"`` / ``"recommend"``, or implied by the
     model or the data) are handed to their task module, which uses the same loop.
     """
@@ -136,10 +142,18 @@ def fit(
     splits = split_dataset(dataset, seed=cfg.train.seed, val_fraction=cfg.data.val_fraction,
                            test_fraction=cfg.data.test_fraction)
     load_seconds = time.perf_counter() - started
-    run_dir = prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
+    env = distributed.setup(resolve_device(cfg.train.device).type)
+    if cfg.train.devices > 1 and not env.active:
+        raise ConfigError(f"devices={cfg.train.devices}: several processes are started by the CLI "
+                          "(`deepstrata fit --devices N`) or by torchrun (`torchrun --nproc-per-node N -m deepstrata fit`)")
+    quiet = quiet or not env.is_main
+    if env.is_main:
+        run_dir = prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
+    distributed.barrier()
     cfg = dataclasses.replace(cfg, train=resolved_train(cfg.train, len(splits.train_y)))
-    device = resolve_device(cfg.train.device)
-    ckpt.atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+    device = distributed.device_for_rank(resolve_device(cfg.train.device))
+    if env.is_main:
+        ckpt.atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
     in_shape = tuple(splits.train_x.shape[1:])
     num_classes = len(splits.classes)
     _say(quiet, f"data: {dataset.source} — {in_shape[0]}x{in_shape[1]}x{in_shape[2]}, {num_classes} classes; "
@@ -154,14 +168,16 @@ def fit(
                             mean=mean, std=std)
     # Mirroring keeps the label of natural photos, not of digits or letters.
     flip = in_shape[0] == 3
+    data_device = device if cfg.train.data_on_device else torch.device("cpu")
     task = ImageClassificationTask(
-        splits.train_x, splits.train_y, splits.val_x, splits.val_y,
+        splits.train_x.to(data_device), splits.train_y.to(data_device), splits.val_x.to(data_device),
+        splits.val_y.to(data_device),
         num_classes=num_classes, augment=cfg.train.augment, flip=flip,
         label_smoothing=cfg.train.label_smoothing, eval_batch_size=cfg.train.eval_batch_size,
         precision=cfg.train.precision, channels_last=cfg.train.channels_last,
     )
     params = sum(p.numel() for p in net.parameters())
-    write_model_info(run_dir, {
+    model_info = {
         "task": "image-classification",
         "spec": net.spec,
         "classes": splits.classes,
@@ -170,12 +186,18 @@ def fit(
         "params": params,
         "data": {"source": dataset.source, "format": dataset.format, "notes": dataset.notes,
                  "input_shape": list(in_shape), "augmentation": task.describe_augmentation()},
-    })
-    ckpt.atomic_write_json(run_dir / "provenance.json", provenance(device, cfg.train.seed))
+    }
+    if env.is_main:
+        write_model_info(run_dir, model_info)
+        ckpt.atomic_write_json(run_dir / "provenance.json",
+                               {**provenance(device, cfg.train.seed), "world_size": env.world_size})
     _say(quiet, f"model: {cfg.model.name} ({params:,} parameters; layers {', '.join(net.layer_names)}) on {device}; "
                 f"augmentation: {task.describe_augmentation()}")
 
     result = train(net, task, cfg.train, run_dir, resume=resume, quiet=quiet, description=cfg.model.name)
+    if not env.is_main:
+        distributed.teardown()
+        return None
     logits = predict_logits(net, splits.test_x, device, cfg.train.eval_batch_size, cfg.train.precision,
                             cfg.train.channels_last)
     predicted = logits.argmax(1).numpy()
@@ -213,4 +235,5 @@ def fit(
         print(format_comparison_table(comparison))
         print(f"run directory: {run_dir}")
         print(f"report: {report}")
+    distributed.teardown()
     return Run(run_dir, device=str(device))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from deepstrata import __version__, cli_inspect, cli_recommend, cli_text
 from deepstrata.config import DEVICES, PRECISIONS, SCHEDULES
@@ -49,6 +50,11 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=PRECISIONS, help="32, bf16 or fp16 autocast (default 32)")
     p.add_argument("--channels-last", action="store_true", default=None, help="channels-last memory format")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--devices", type=int, help="data-parallel processes on this machine (DDP: gloo on CPU, NCCL on "
+                   "CUDA); --batch-size stays the global batch, split evenly across processes")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    p.add_argument("--data-on-device", action="store_true", default=None,
+                   help="keep the whole data set on the accelerator and augment there (small data sets)")
     p.add_argument("--checkpoint-every", type=int, metavar="STEPS", help="also checkpoint every STEPS steps (default: each epoch)")
     p.add_argument("--config", metavar="RUN.YAML", help="a YAML config (sections data, model, train); flags override it")
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/<data>-<model>-<time>)")
@@ -99,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fit(args: argparse.Namespace) -> int:
+def _fit(args: argparse.Namespace, argv_of_fit: list[str] | None = None) -> int:
     from deepstrata.api import fit
 
     # Options every task's fit shares are passed by name; the rest (task-specific flags
@@ -108,6 +114,21 @@ def _fit(args: argparse.Namespace) -> int:
     overrides = {key: value for key, value in vars(args).items() if key not in named and value is not None}
     if args.resume and not args.out:
         raise DeepstrataError("--resume needs --out RUN (the run directory to continue)")
+    from deepstrata.engine import distributed
+
+    devices = args.devices
+    if devices is None and args.resume:
+        from deepstrata.config import load_config
+
+        saved = Path(args.out) / "config.yaml"
+        devices = load_config(saved).train.devices if saved.is_file() else 1
+    if (devices or 1) > 1 and not distributed.launched_by_torchrun():
+        if args.batch_size and args.batch_size % devices:
+            raise DeepstrataError(f"--batch-size {args.batch_size} is not divisible by --devices {devices}; "
+                                  f"the global batch is split evenly across processes")
+        if not args.out:
+            raise DeepstrataError("--devices N needs --out DIR, so that every process writes to the same run")
+        return distributed.launch(sys.argv[1:] if argv_of_fit is None else argv_of_fit, devices)
     fit(data=args.data, model=args.model, task=args.task, config=args.config, out=args.out, resume=args.resume,
         overwrite=args.overwrite, quiet=args.quiet, **overrides)
     return 0
@@ -160,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.verb == "fit":
+            return _fit(args, argv if argv is not None else sys.argv[1:])
         return VERBS[args.verb](args)
     except DeepstrataError as err:
         print(f"deepstrata: error: {err}", file=sys.stderr)

@@ -96,6 +96,9 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "32"
     channels_last: bool = False
+    compile: bool = False
+    data_on_device: bool = False
+    devices: int = 1
     patience: int = 0
     checkpoint_every: int = 0
     eval_batch_size: int = 1024
@@ -115,6 +118,7 @@ class TrainConfig:
         _check_positive("train.patience", self.patience, allow_zero=True)
         _check_positive("train.checkpoint_every", self.checkpoint_every, allow_zero=True)
         _check_positive("train.eval_batch_size", self.eval_batch_size)
+        _check_positive("train.devices", self.devices)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ConfigError(f"train.seed: got {self.seed!r}, expected an integer")
         if not 0.0 <= float(self.label_smoothing) < 1.0:

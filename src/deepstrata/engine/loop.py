@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from deepstrata.config import TrainConfig, resolved_train
 from deepstrata.engine import checkpoint as ckpt
+from deepstrata.engine import distributed
 from deepstrata.engine.devices import autocast, move, resolve_device
 
 
@@ -109,12 +110,17 @@ def train(
 ) -> TrainResult:
     """Train ``model`` on ``task``; with ``run_dir``, log, checkpoint and keep the best weights there.
 
-    The model ends holding the best weights seen on the validation split.
+    Under torchrun each process trains its share of every global batch through DDP; only
+    rank 0 writes files or prints, every rank can resume from them, and validation
+    metrics are summed across ranks. The model ends holding the best weights seen on the
+    validation split.
     """
     if config.epochs is None or config.batch_size is None:
         # Sized from the data when the caller left them open (see config.resolved_train).
         config = resolved_train(config, getattr(task, "num_examples", 10_000))
-    device = resolve_device(config.device)
+    env = distributed.setup(resolve_device(config.device).type)
+    device = distributed.device_for_rank(resolve_device(config.device))
+    main = env.is_main
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -122,37 +128,45 @@ def train(
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, config)
+    scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
     steps_per_epoch = task.num_batches(config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     metric_key = f"val_{task.primary_metric}"
 
     ckpt_dir = run_dir / "checkpoints" if run_dir is not None else None
-    metrics_path = run_dir / "metrics.jsonl" if run_dir is not None else None
-    loop = {"epoch": 0, "batch": 0, "step": 0, "best_metric": -math.inf, "best_loss": math.inf, "best_epoch": 0, "bad_epochs": 0, "seconds": 0.0}
+    metrics_path = run_dir / "metrics.jsonl" if run_dir is not None and main else None
+    loop = {"epoch": 0, "batch": 0, "step": 0, "best_metric": -math.inf, "best_loss": math.inf, "best_epoch": 0,
+            "bad_epochs": 0, "seconds": 0.0}
     history: list[dict] = []
     if resume:
         if ckpt_dir is None:
             raise ValueError("resume needs a run directory")
         loop = ckpt.load_checkpoint(ckpt_dir, "last", model, optimizer)
-        history = _read_history(metrics_path, loop["epoch"])
-        ckpt.atomic_write_text(metrics_path, "".join(json.dumps(row) + "\n" for row in history))
+        if metrics_path is not None:
+            history = _read_history(metrics_path, loop["epoch"])
+            ckpt.atomic_write_text(metrics_path, "".join(json.dumps(row) + "\n" for row in history))
     elif metrics_path is not None:
         ckpt.atomic_write_text(metrics_path, "")
     best_state = None if ckpt_dir is not None else {k: v.detach().clone() for k, v in model.state_dict().items()}
+    net = distributed.wrap(model, device)
+    if config.compile:
+        net = torch.compile(net)
 
     def save(name: str) -> None:
-        if ckpt_dir is not None:
+        if ckpt_dir is not None and main:
             ckpt.save_checkpoint(ckpt_dir, name, model, optimizer, loop)
 
-    show = not quiet and sys.stderr.isatty()
+    show = main and not quiet and sys.stderr.isatty()
     stopped_early = bool(config.patience and loop["bad_epochs"] >= config.patience)
     for epoch in range(loop["epoch"], config.epochs if not stopped_early else 0):
-        model.train()
+        net.train()
         epoch_start = time.perf_counter()
         first_batch = loop["batch"]
-        partial = loop.pop("partial", None) or {"loss": 0.0, "correct": 0.0, "seen": 0}
-        loss_sum = torch.tensor(partial["loss"], device=device)
-        correct_sum = torch.tensor(partial["correct"], device=device)
+        # A mid-epoch checkpoint holds the partial sums of all ranks; rank 0 carries them on.
+        partial = loop.pop("partial", None)
+        if partial is None or not main:
+            partial = {"loss": 0.0, "correct": 0.0, "seen": 0}
+        sums = torch.tensor([partial["loss"], partial["correct"]], dtype=torch.float64, device=device)
         seen = partial["seen"]
         correct = None
         bar = tqdm(
@@ -169,37 +183,42 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with autocast(device, config.precision):
-                loss, correct = task.loss(model, batch)
+                loss, correct = task.loss(net, batch)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
             if config.grad_clip > 0:
+                scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             count = len(batch[-1])  # batches end with their targets
-            loss_sum += loss.detach() * count
+            sums[0] += loss.detach() * count
             if correct is not None:
-                correct_sum += correct
+                sums[1] += correct
             seen += count
             loop["step"] += 1
             if show:
                 bar.update(1)
                 if index % 10 == 0 or index == steps_per_epoch - 1:
-                    rate = seen / max(time.perf_counter() - epoch_start, 1e-9)
-                    postfix = {"loss": f"{loss_sum.item() / seen:.4f}", "samples/s": f"{rate:.0f}"}
+                    rate = seen * env.world_size / max(time.perf_counter() - epoch_start, 1e-9)
+                    postfix = {"loss": f"{sums[0].item() / seen:.4f}", "samples/s": f"{rate:.0f}"}
                     if correct is not None:
-                        postfix["acc"] = f"{correct_sum.item() / seen:.4f}"
+                        postfix["acc"] = f"{sums[1].item() / seen:.4f}"
                     bar.set_postfix(postfix)
             if config.checkpoint_every and loop["step"] % config.checkpoint_every == 0 and index + 1 < steps_per_epoch:
                 loop.update(epoch=epoch, batch=index + 1, seconds=loop["seconds"] + time.perf_counter() - epoch_start)
-                loop["partial"] = {"loss": loss_sum.item(), "correct": correct_sum.item(), "seen": seen}
+                so_far = distributed.all_reduce_sum(
+                    torch.cat([sums, torch.tensor([seen], dtype=torch.float64, device=device)])).tolist()
+                loop["partial"] = {"loss": so_far[0], "correct": so_far[1], "seen": int(so_far[2])}
                 epoch_start = time.perf_counter()
                 save("last")
                 del loop["partial"]
         bar.close()
         loop["seconds"] += time.perf_counter() - epoch_start
-        row = {"epoch": epoch + 1, "step": loop["step"], "train_loss": loss_sum.item() / max(seen, 1)}
-        if seen and correct is not None:
-            row["train_accuracy"] = correct_sum.item() / seen
+        totals = distributed.all_reduce_sum(torch.cat([sums, torch.tensor([seen], dtype=torch.float64, device=device)]))
+        row = {"epoch": epoch + 1, "step": loop["step"], "train_loss": totals[0].item() / max(totals[2].item(), 1)}
+        if totals[2].item() and correct is not None:
+            row["train_accuracy"] = totals[1].item() / totals[2].item()
         row.update(task.validate(model, device))
         row["lr"] = learning_rate(config, loop["step"] - 1, total_steps)
         row["seconds"] = round(loop["seconds"], 3)
@@ -214,15 +233,15 @@ def train(
         if improved:
             loop.update(best_metric=row[metric_key], best_loss=row.get("val_loss", math.inf), best_epoch=epoch + 1,
                         bad_epochs=0)
-            if ckpt_dir is not None:
-                ckpt.save_weights(ckpt_dir / "best.safetensors", model, {"epoch": str(epoch + 1)})
-            else:
+            if ckpt_dir is None:
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            elif main:
+                ckpt.save_weights(ckpt_dir / "best.safetensors", model, {"epoch": str(epoch + 1)})
         else:
             loop["bad_epochs"] += 1
         loop.update(epoch=epoch + 1, batch=0)
         save("last")
-        if not quiet:
+        if main and not quiet:
             extras = "  ".join(f"{k}={v:.4f}" for k, v in row.items() if k.startswith("val_"))
             print(f"epoch {epoch + 1}/{config.epochs}  train_loss={row['train_loss']:.4f}  {extras}  "
                   f"({row['seconds']:.1f}s)", file=sys.stderr)
@@ -230,6 +249,7 @@ def train(
             stopped_early = True
             break
 
+    distributed.barrier()
     if ckpt_dir is not None and (ckpt_dir / "best.safetensors").is_file():
         ckpt.load_weights(ckpt_dir / "best.safetensors", model)
     elif best_state is not None and loop["best_epoch"] > 0:

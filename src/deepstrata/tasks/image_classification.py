@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deepstrata.data.augment import crop_padding, random_crop, random_flip
+from deepstrata.engine import distributed
 from deepstrata.engine.devices import autocast
 from deepstrata.engine.loop import batch_generator
 
@@ -91,19 +92,27 @@ class ImageClassificationTask:
         return max(1, len(self.train_x) // batch_size)
 
     def train_batches(self, epoch: int, batch_size: int, seed: int, start: int = 0) -> Iterator[tuple]:
-        """Shuffled batches; the last incomplete batch is dropped so BatchNorm never sees a tiny one."""
+        """Shuffled global batches, each process taking its share.
+
+        ``batch_size`` is the global batch: with N processes each takes a contiguous
+        1/N of it, and draws augmentation for the whole batch then keeps its part, so a
+        data-parallel run sees exactly the examples and crops of a single-process run.
+        The last incomplete batch is dropped so BatchNorm never sees a tiny one.
+        """
         order = torch.randperm(len(self.train_x), generator=batch_generator(seed, epoch))
         for index in range(start, self.num_batches(batch_size)):
             idx = order[index * batch_size : (index + 1) * batch_size]
-            x = to_float(self.train_x[idx])
+            part = distributed.local_share(len(idx))
+            local = idx[part].to(self.train_x.device)
+            x = to_float(self.train_x[local])
             if self.augment:
                 generator = batch_generator(seed, epoch, index)
-                x = random_crop(x, self.padding, generator)
+                x = random_crop(x, self.padding, generator, len(idx), part)
                 if self.flip:
-                    x = random_flip(x, generator)
+                    x = random_flip(x, generator, len(idx), part)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            yield x, self.train_y[idx]
+            yield x, self.train_y[local]
 
     def loss(self, model: nn.Module, batch: tuple) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = batch
@@ -112,10 +121,19 @@ class ImageClassificationTask:
         return loss, (logits.detach().argmax(1) == y).sum()
 
     def validate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
-        logits = predict_logits(model, self.val_x, device, self.eval_batch_size, self.precision, self.channels_last)
-        loss = F.cross_entropy(logits, self.val_y).item()
-        accuracy = (logits.argmax(1) == self.val_y).float().mean().item()
-        return {"val_loss": loss, "val_accuracy": accuracy}
+        """Loss and accuracy on the validation split; each process scores every N-th example
+        and the sums are added across processes, so no example is counted twice."""
+        env = distributed.current()
+        part = slice(env.rank, None, env.world_size)
+        x, y = self.val_x[part], self.val_y[part].cpu()
+        logits = predict_logits(model, x, device, self.eval_batch_size, self.precision, self.channels_last)
+        sums = torch.tensor([
+            F.cross_entropy(logits, y, reduction="sum").item() if len(y) else 0.0,
+            float((logits.argmax(1) == y).sum()) if len(y) else 0.0,
+            float(len(y)),
+        ], dtype=torch.float64, device=device)
+        loss_sum, correct, count = distributed.all_reduce_sum(sums).tolist()
+        return {"val_loss": loss_sum / max(count, 1), "val_accuracy": correct / max(count, 1)}
 
 
 def probabilities(logits: torch.Tensor) -> np.ndarray:

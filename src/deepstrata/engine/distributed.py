@@ -1,0 +1,181 @@
+"""Everything about running as several processes lives here (torchrun + DDP).
+
+Nothing else in deepstrata calls ``torch.distributed``. The rest of the code asks this
+module for the rank and world size, for rank-0-only I/O, and for sums across ranks.
+
+Failure modes users of other tools meet most — a start-up that hangs, a logger on every
+rank, a collective that waits forever after another rank died — are turned into checks
+with errors that name the rank and what went wrong: rank variables are validated before
+``init_process_group``, the backend is checked to exist, and every collective has a
+timeout (``DEEPSTRATA_DIST_TIMEOUT`` seconds, default 300).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from deepstrata.errors import ConfigError
+
+RANK_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    backend: str | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+
+_ENV = DistEnv()
+
+
+def current() -> DistEnv:
+    return _ENV
+
+
+def launched_by_torchrun() -> bool:
+    return "WORLD_SIZE" in os.environ and "RANK" in os.environ
+
+
+def read_environment() -> DistEnv:
+    """Validate torchrun's variables; a missing or inconsistent one is named, before anything can hang."""
+    missing = [name for name in RANK_VARIABLES if name not in os.environ]
+    if missing:
+        raise ConfigError(f"distributed launch: environment variable(s) {', '.join(missing)} not set "
+                          "(launch with `deepstrata fit --devices N` or `torchrun --nproc-per-node N -m deepstrata fit`)")
+    try:
+        rank, world, local = (int(os.environ[name]) for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+    except ValueError:
+        raise ConfigError("distributed launch: RANK, WORLD_SIZE and LOCAL_RANK must be integers") from None
+    if not 0 <= rank < world:
+        raise ConfigError(f"distributed launch: RANK={rank} is outside 0..WORLD_SIZE-1 ({world - 1})")
+    return DistEnv(rank=rank, world_size=world, local_rank=local)
+
+
+def setup(device_type: str) -> DistEnv:
+    """Join the process group if launched by torchrun; otherwise a world of one. Idempotent."""
+    global _ENV
+    if _ENV.active or not launched_by_torchrun():
+        return _ENV
+    env = read_environment()
+    if env.world_size == 1:
+        return _ENV
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    available = dist.is_nccl_available() if backend == "nccl" else dist.is_gloo_available()
+    if not dist.is_available() or not available:
+        raise ConfigError(f"rank {env.rank}: torch.distributed backend {backend} is not available in this PyTorch build")
+    if backend == "nccl":
+        if env.local_rank >= torch.cuda.device_count():
+            raise ConfigError(f"rank {env.rank}: LOCAL_RANK={env.local_rank} but only "
+                              f"{torch.cuda.device_count()} CUDA device(s) are visible")
+        torch.cuda.set_device(env.local_rank)
+    timeout = datetime.timedelta(seconds=float(os.environ.get("DEEPSTRATA_DIST_TIMEOUT", "300")))
+    dist.init_process_group(backend=backend, timeout=timeout)
+    _ENV = DistEnv(env.rank, env.world_size, env.local_rank, backend)
+    return _ENV
+
+
+def teardown() -> None:
+    global _ENV
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    _ENV = DistEnv()
+
+
+def device_for_rank(device: torch.device) -> torch.device:
+    """On CUDA each rank uses the GPU of its local rank."""
+    if device.type == "cuda" and _ENV.active:
+        return torch.device("cuda", _ENV.local_rank)
+    return device
+
+
+def wrap(model: nn.Module, device: torch.device) -> nn.Module:
+    """DDP around ``model`` when there are several ranks; the model itself otherwise."""
+    if not _ENV.active:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    inner = getattr(model, "module", model)
+    return getattr(inner, "_orig_mod", inner)
+
+
+def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor over ranks (a copy; the input is untouched). Identity for one process."""
+    if not _ENV.active:
+        return values
+    out = values.detach().clone()
+    try:
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    except RuntimeError as err:
+        raise RuntimeError(f"rank {_ENV.rank}: all-reduce failed or timed out — another rank may have crashed "
+                           f"({str(err).splitlines()[0]})") from None
+    return out
+
+
+def broadcast_object(obj):
+    """Rank 0's value of ``obj`` on every rank."""
+    if not _ENV.active:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier() -> None:
+    if _ENV.active:
+        dist.barrier()
+
+
+def local_share(global_size: int) -> slice:
+    """This rank's contiguous slice of a global batch of ``global_size`` examples.
+
+    The global batch is split evenly; a size that the world size does not divide is an
+    error rather than a silent change of the effective batch.
+    """
+    world, rank = _ENV.world_size, _ENV.rank
+    if global_size % world:
+        raise ConfigError(f"batch size {global_size} is not divisible by the {world} processes; "
+                          f"use a multiple of {world}")
+    per_rank = global_size // world
+    return slice(rank * per_rank, (rank + 1) * per_rank)
+
+
+def launch(argv: list[str], nproc: int) -> int:
+    """Re-run this command as ``nproc`` local processes through torchrun's launcher."""
+    from torch.distributed import run as torchrun
+
+    args = ["--standalone", f"--nproc-per-node={nproc}", "-m", "deepstrata", *argv]
+    try:
+        torchrun.main(args)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    except Exception as err:  # torchrun raises ChildFailedError naming the failing ranks
+        failures = getattr(err, "failures", {}) or {}
+        codes = {rank: failure.exitcode for rank, failure in failures.items()}
+        if codes and all(code == 2 for code in codes.values()):
+            return 2  # a bad-input error, already printed on one line by the failing rank
+        detail = ", ".join(f"rank {rank} exited with {code}" for rank, code in sorted(codes.items()))
+        print(f"deepstrata: error: distributed run failed ({detail or type(err).__name__})", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,102 @@
+"""Data-parallel training on CPU with 2 gloo processes, against a single process."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from deepstrata.engine import distributed
+from deepstrata.errors import ConfigError
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+WORKER = str(Path(__file__).with_name("dist_worker.py"))
+TOLERANCE = 1e-5  # gradients are averaged across processes: float sums in another order
+
+
+def env() -> dict:
+    clean = {k: v for k, v in os.environ.items() if k not in distributed.RANK_VARIABLES}
+    return {**clean, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+
+
+def torchrun(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", *args],
+                          capture_output=True, text=True, timeout=timeout, env=env())
+
+
+def test_two_gloo_processes_match_one_process(tmp_path):
+    single = subprocess.run([sys.executable, WORKER, str(tmp_path / "single")], capture_output=True, text=True,
+                            timeout=240, env=env())
+    assert single.returncode == 0, single.stderr
+    double = torchrun(WORKER, str(tmp_path / "double"))
+    assert double.returncode == 0, double.stderr[-3000:]
+
+    reference = load_file(str(tmp_path / "single" / "rank0.safetensors"))
+    rank0 = load_file(str(tmp_path / "double" / "rank0.safetensors"))
+    rank1 = load_file(str(tmp_path / "double" / "rank1.safetensors"))
+    for key, value in reference.items():
+        assert torch.equal(rank0[key], rank1[key]), f"ranks differ in {key}"
+        assert torch.allclose(rank0[key], value, atol=TOLERANCE, rtol=0), f"{key} differs from one process"
+    # Validation metrics summed across ranks: 7 examples split 4 + 3, none counted twice.
+    one = json.loads((tmp_path / "single" / "rank0.json").read_text())
+    two = json.loads((tmp_path / "double" / "rank1.json").read_text())
+    assert two["world_size"] == 2 and one["world_size"] == 1
+    assert two["val_accuracy"] == pytest.approx(one["val_accuracy"], abs=1e-9)
+    assert two["val_loss"] == pytest.approx(one["val_loss"], abs=1e-4)
+    # Only rank 0 wrote the run's files, once.
+    rows = (tmp_path / "double" / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 2
+
+
+def test_killed_distributed_run_resumes_to_the_same_result(tmp_path):
+    common = ["--data", "digits", "--epochs", "2", "--width", "8", "--batch-size", "64", "--checkpoint-every", "4",
+              "--device", "cpu", "--no-baselines", "--quiet", "--devices", "2"]
+    cli = [sys.executable, "-m", "deepstrata", "fit"]
+    ref = subprocess.run([*cli, *common, "--out", str(tmp_path / "ref")], capture_output=True, text=True,
+                         timeout=300, env=env())
+    assert ref.returncode == 0, ref.stderr[-3000:]
+
+    proc = subprocess.Popen([*cli, *common, "--out", str(tmp_path / "run")], env=env(), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = tmp_path / "run" / "checkpoints" / "last.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (marker.is_file() and json.loads(marker.read_text())["step"] >= 8):
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "run" / "comparison.json").exists(), "the run finished before it could be killed"
+
+    resumed = subprocess.run([*cli, "--resume", "--out", str(tmp_path / "run"), "--quiet"], capture_output=True,
+                             text=True, timeout=300, env=env())
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for name in ("last.safetensors", "best.safetensors"):
+        a = load_file(str(tmp_path / "ref" / "checkpoints" / name))
+        b = load_file(str(tmp_path / "run" / "checkpoints" / name))
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_batch_not_divisible_by_processes_is_refused_before_launch(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "deepstrata", "fit", "--data", "digits", "--devices", "2",
+                           "--batch-size", "63", "--out", str(tmp_path / "r")], capture_output=True, text=True,
+                          timeout=120, env=env())
+    assert proc.returncode == 2 and "not divisible" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_local_share_and_environment_checks(monkeypatch):
+    assert distributed.local_share(64) == slice(0, 64)
+    for name in distributed.RANK_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="LOCAL_RANK"):
+        distributed.read_environment()
+    for name, value in (("LOCAL_RANK", "0"), ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29500"), ("RANK", "5")):
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match="RANK=5 is outside"):
+        distributed.read_environment()
