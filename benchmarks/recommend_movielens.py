@@ -31,7 +31,11 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "movielens-100k"
 
 
+SMOKE: dict = {}
+
+
 def fit(data: Path, model: str, out: Path, seed: int, threads: int, baselines: bool, **extra) -> ds.Run:
+    extra = {**SMOKE, **extra}
     return ds.fit(str(data), model, task="recommend", out=out, overwrite=True, quiet=True, seed=seed,
                   threads=threads, device="cpu", baselines=baselines, **extra)
 
@@ -67,7 +71,10 @@ def main() -> None:
     parser.add_argument("--sampled-negatives", type=int, default=100,
                         help="also train SASRec with this many sampled negatives (seed 0; 0 to skip)")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "recommend_movielens.json")
+    parser.add_argument("--smoke", action="store_true", help="1 epoch each, to check the script end to end")
     args = parser.parse_args()
+    if args.smoke:
+        SMOKE.update(epochs=1, update_epochs=1)
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="ds-rec-bench-"))
     results: dict = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch "
@@ -78,7 +85,8 @@ def main() -> None:
         runs: dict[str, ds.Run] = {}
         for model in ("mf", "sasrec"):
             for seed in args.seeds:
-                run = fit(args.data, model, work / f"{model}-{seed}", seed, args.threads, baselines=seed == args.seeds[0])
+                first = (model, seed) == ("mf", args.seeds[0])
+                run = fit(args.data, model, work / f"{model}-{seed}", seed, args.threads, baselines=first)
                 runs[f"{model}-{seed}"] = run
                 for name, row in rows_of(run).items():
                     entry = table.setdefault(name, {"metrics": {m: [] for m in METRIC_NAMES}, "seconds": []})
@@ -92,8 +100,8 @@ def main() -> None:
             run = fit(args.data, "sasrec", work / name, args.seeds[0], args.threads, baselines=False,
                       negatives=args.sampled_negatives)
             row = rows_of(run)["sasrec"]
-            table[name] = {"metrics": {m: [row["metrics"][m]] for m in METRIC_NAMES}, "seconds": [row["train_seconds"]],
-                           "settings": row["settings"]}
+            table[name] = {"metrics": {m: [row["metrics"][m]] for m in METRIC_NAMES},
+                           "seconds": [row["train_seconds"]], "settings": row["settings"]}
             print(f"done {name}: {row['metrics']}", flush=True)
         results["leave_last_out"] = table
         results["split"] = runs[f"sasrec-{args.seeds[0]}"].comparison()["split"]
@@ -122,7 +130,7 @@ def main() -> None:
 
         # serving: one user at a time, and every user in batches
         run = ds.load(runs[f"sasrec-{args.seeds[0]}"].path)
-        users = list(run.comparison and json.loads((run.path / "vocab.json").read_text())["user_ids"])
+        users = json.loads((run.path / "vocab.json").read_text())["user_ids"]
         run.recommend(users[0], 10)
         started = time.perf_counter()
         for user in users[:200]:
@@ -150,7 +158,8 @@ def print_markdown(results: dict) -> None:
         kind = "baseline" if name in ("popularity", "itemknn") else "learned"
         print(f"| {name} | {kind} | {mean_std(m['ndcg@10'])} | {mean_std(m['hr@10'])} | {mean_std(m['recall@20'])} "
               f"| {mean_std(m['coverage@10'])} | {statistics.mean(entry['seconds']):.1f} |")
-    print("\n| model | NDCG@10 before | after update | full retrain | update s | retrain s | new users / items / events |")
+    print("\n| model | NDCG@10 before | after update | full retrain | update s | retrain s "
+          "| new users / items / events |")
     print("|---|---|---|---|---|---|---|")
     for name, u in results["update"].items():
         print(f"| {name} | {u['before']['ndcg@10']:.4f} | {u['after']['ndcg@10']:.4f} | "

@@ -133,6 +133,12 @@ def fit(
     run_dir = Path(out) if out is not None else default_run_dir(cfg.data.source, cfg.model.name)
     if resume and out is None:
         raise ValueError("resume needs out= (the run directory to resume)")
+    from deepstrata.data.shards import is_shard_dir
+
+    if is_shard_dir(cfg.data.source):  # written by `deepstrata shard`: streamed, never loaded whole
+        from deepstrata.tasks.streaming import fit_shards
+
+        return fit_shards(cfg, run_dir, resume=resume, overwrite=overwrite, quiet=quiet)
 
     started = time.perf_counter()
     dataset = load_images(

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from deepstrata import __version__, cli_inspect, cli_recommend, cli_text
+from deepstrata import cli_shard
 from deepstrata.config import DEVICES, PRECISIONS, SCHEDULES
 from deepstrata.errors import DeepstrataError
 from deepstrata.models.registry import MODEL_NAMES
@@ -89,6 +90,21 @@ def _add_run_verbs(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print comparison.json")
 
 
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="measure training throughput and scaling on this machine",
+                       description="Samples/s of the training loop: 1 CPU process, N CPU processes (gloo) with the "
+                       "scaling efficiency, and on a GPU fp32/bf16 with and without compile and data on device, "
+                       "with model FLOP utilisation.")
+    p.add_argument("--data", default="mnist", metavar="SOURCE", help="image source (default mnist)")
+    p.add_argument("--model", default="cnn", choices=("cnn", "mlp"), help="model family (default cnn)")
+    p.add_argument("--width", type=int, help="model width (default: the model's)")
+    p.add_argument("--processes", type=int, default=2, help="CPU processes for the gloo row (default 2)")
+    p.add_argument("--batch-size", type=int, default=256, help="global batch (default 256)")
+    p.add_argument("--steps", type=int, default=30, help="steps per timed epoch (default 30)")
+    p.add_argument("--no-gpu", dest="gpu", action="store_false", default=None, help="skip GPU rows")
+    p.add_argument("--json", action="store_true", help="print JSON rows")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deepstrata",
@@ -99,9 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     _add_fit(sub)
     _add_run_verbs(sub)
+    _add_bench(sub)
     cli_text.add_parsers(sub)
     cli_recommend.add_parsers(sub)
     cli_inspect.add_parsers(sub)
+    cli_shard.add_parsers(sub)
     return parser
 
 
@@ -172,9 +190,21 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
-VERBS = {"fit": _fit, "evaluate": _evaluate, "predict": _predict, "compare": _compare, "embed": cli_text.embed}
+def _bench(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from deepstrata.bench import format_bench, run_bench
+
+    rows = run_bench(args.data, args.model, processes=args.processes, batch_size=args.batch_size, steps=args.steps,
+                     width=args.width, gpu=args.gpu)
+    print(json.dumps([asdict(r) for r in rows], indent=2) if args.json else format_bench(rows, args.processes))
+    return 0
+
+
+VERBS = {"bench": _bench, "fit": _fit, "evaluate": _evaluate, "predict": _predict, "compare": _compare, "embed": cli_text.embed}
 VERBS.update(cli_recommend.VERBS)
 VERBS.update(cli_inspect.VERBS)
+VERBS.update(cli_shard.VERBS)
 
 
 def main(argv: list[str] | None = None) -> int:

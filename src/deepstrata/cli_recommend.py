@@ -23,7 +23,8 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     group.add_argument("--min-rating", type=float, metavar="R",
                        help="ratings >= R are interactions, the rest are not (default: every row is one)")
     group.add_argument("--time-column", metavar="NAME",
-                       help="event time column, numbers or ISO dates (default: timestamp, ts, time …; else file order)")
+                       help="event time column, numbers or ISO dates "
+                       "(default: timestamp, ts, time …; else file order)")
     group.add_argument("--split", choices=SPLITS,
                        help="leave-last-out per user by time (default) or a global temporal cut")
     group.add_argument("--max-seq-len", type=int, metavar="N",

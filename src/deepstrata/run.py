@@ -240,6 +240,10 @@ class Run:
         from deepstrata.data.split import split_dataset
         from deepstrata.metrics import classification_metrics, confusion_matrix
 
+        if self.task == "recommendation":
+            from deepstrata.tasks.recommendation import evaluate_recommender
+
+            return evaluate_recommender(self, data)
         if self.task == "text-classification":
             from deepstrata.tasks.text_classification import evaluate_text
 

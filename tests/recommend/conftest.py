@@ -16,10 +16,10 @@ def write(path: Path, text: str) -> Path:
 
 @pytest.fixture(scope="session")
 def ml_slice(shared_data: Path, tmp_path_factory) -> Path:
-    """MovieLens 100K users 1-120 (about 13,000 ratings) as ``u.data``, with ``u.item`` beside it."""
+    """MovieLens 100K users 1-100 (about 10,000 ratings) as ``u.data``, with ``u.item`` beside it."""
     source = shared_data / "movielens-100k"
     folder = tmp_path_factory.mktemp("ml-slice")
-    lines = [line for line in (source / "u.data").read_text().splitlines() if int(line.split("\t")[0]) <= 120]
+    lines = [line for line in (source / "u.data").read_text().splitlines() if int(line.split("\t")[0]) <= 100]
     (folder / "u.data").write_text("\n".join(lines) + "\n")
     shutil.copy(source / "u.item", folder / "u.item")
     return folder / "u.data"
@@ -29,14 +29,14 @@ def ml_slice(shared_data: Path, tmp_path_factory) -> Path:
 def ml_split_files(ml_slice: Path, tmp_path_factory) -> tuple[Path, Path]:
     """The slice cut by time: the first 90% of events as ``u.data``, the last 10% as a CSV of new events.
 
-    Users above 110 are held back entirely into the new part, so it brings new users
+    Users above 90 are held back entirely into the new part, so it brings new users
     (and, by time, some items nobody rated before).
     """
     rows = [line.split("\t") for line in ml_slice.read_text().splitlines()]
     rows.sort(key=lambda r: int(r[3]))
     cut = int(len(rows) * 0.9)
-    old = [r for r in rows[:cut] if int(r[0]) <= 110]
-    new = rows[cut:] + [r for r in rows[:cut] if int(r[0]) > 110]
+    old = [r for r in rows[:cut] if int(r[0]) <= 90]
+    new = rows[cut:] + [r for r in rows[:cut] if int(r[0]) > 90]
     folder = tmp_path_factory.mktemp("ml-evolving")
     (folder / "u.data").write_text("".join("\t".join(r) + "\n" for r in old))
     shutil.copy(ml_slice.parent / "u.item", folder / "u.item")

@@ -30,7 +30,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def sasrec_run(ml_slice, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "ml-sasrec"
-    done = cli("fit", "--data", str(ml_slice), "--task", "recommend", "--out", str(out), *SMALL)
+    done = cli("fit", "--data", str(ml_slice), "--task", "recommend", "--out", str(out), *SMALL, "--threads", "1")
     assert done.returncode == 0, done.stderr
     return out
 
@@ -56,7 +56,7 @@ def test_fit_writes_a_recommendation_run(sasrec_run):
     for row in comparison["rows"]:
         assert set(row["metrics"]) == set(METRIC_NAMES)
         assert all(0.0 <= v <= 1.0 for v in row["metrics"].values())
-    assert comparison["split"]["test"] == 120 and comparison["split"]["method"] == "leave-last-out"
+    assert comparison["split"]["test"] == 100 and comparison["split"]["method"] == "leave-last-out"
     info = json.loads((sasrec_run / "model.json").read_text())
     assert info["layers"] == ["item_embedding", "position_embedding", "block1", "block2", "head"]
     history = [json.loads(line) for line in (sasrec_run / "metrics.jsonl").read_text().splitlines()]
@@ -144,7 +144,7 @@ def test_update_with_new_users_and_items(ml_split_files, tmp_path, capsys):
                  *SMALL]) == 0
     old_weights = load_file(str(run_dir / "checkpoints" / "best.safetensors"))
     old_vocab = json.loads((run_dir / "vocab.json").read_text())
-    assert "115" not in old_vocab["user_ids"]
+    assert "95" not in old_vocab["user_ids"]
     updated = tmp_path / "new"
     assert main(["update", str(run_dir), "--data", str(new_csv), "--out", str(updated), "--epochs", "1",
                  "--json", "--quiet"]) == 0
@@ -162,7 +162,7 @@ def test_update_with_new_users_and_items(ml_split_files, tmp_path, capsys):
     assert new_weights["item_embedding.weight"].shape[0] == len(vocab["item_ids"]) + 1
     assert old_weights["item_embedding.weight"].shape[0] == len(old_vocab["item_ids"]) + 1
     assert json.loads((updated / "comparison.json").read_text())["update"]["after"] == record["after"]
-    fresh = ds.load(updated).recommend("115", 5)
+    fresh = ds.load(updated).recommend("95", 5)
     assert fresh["fallback"] is False and len(fresh["items"]) == 5
     assert (run_dir / "model.json").is_file()  # --out leaves the old run as it was
 
@@ -179,5 +179,13 @@ def test_update_in_place_grows_mf(ml_split_files, tmp_path):
     weights = load_file(str(same.path / "checkpoints" / "best.safetensors"))
     assert weights["user_embedding.weight"].shape[0] == len(before_users) + same.comparison()["update"]["new_users"]
     assert weights["user_embedding.weight"].shape[0] > old_rows.shape[0]
-    assert same.recommend("120", 3)["fallback"] is False
+    assert same.recommend("100", 3)["fallback"] is False
     assert same.comparison()["update"]["new_users"] >= 10
+
+
+def test_evaluate_repeats_the_test_metrics(sasrec_run, capsys):
+    comparison = json.loads((sasrec_run / "comparison.json").read_text())
+    result = ds.load(sasrec_run).evaluate()
+    assert result["metrics"] == comparison["rows"][0]["metrics"] and result["examples"] == 100
+    assert main(["evaluate", str(sasrec_run), "--data", "elsewhere.csv"]) == 2
+    assert "evaluated on its own log" in capsys.readouterr().err

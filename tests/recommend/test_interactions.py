@@ -76,15 +76,19 @@ def test_parquet(tmp_path):
 
 def test_movielens_formats_by_name_and_shape(tmp_path, ml_slice):
     log = read_interactions(ml_slice)
-    assert log.format == "movielens-100k" and log.num_users == 120
+    assert log.format == "movielens-100k" and log.num_users == 100
     assert log.titles["50"] == "Star Wars (1977)"
-    dat = write(tmp_path / "ml1m" / "ratings.dat", "1::1193::5::978300760\n1::661::3::978302109\n2::1193::4::978300000\n")
-    write(tmp_path / "ml1m" / "movies.dat", "1193::One Flew Over the Cuckoo's Nest (1975)::Drama\n661::James (1996)::Kids\n")
+    write(tmp_path / "ml1m" / "ratings.dat",
+          "1::1193::5::978300760\n1::661::3::978302109\n2::1193::4::978300000\n")
+    write(tmp_path / "ml1m" / "movies.dat",
+          "1193::One Flew Over the Cuckoo's Nest (1975)::Drama\n661::James (1996)::Kids\n")
     log = read_interactions(tmp_path / "ml1m")
     assert log.format == "movielens-dat" and len(log) == 3
     assert log.titles["1193"].startswith("One Flew")
-    csv_path = write(tmp_path / "mlcsv" / "ratings.csv", "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,4.0,964981247\n")
-    write(tmp_path / "mlcsv" / "movies.csv", 'movieId,title,genres\n1,Toy Story (1995),Animation\n3,"Grumpier Old Men (1995)",Comedy\n')
+    csv_path = write(tmp_path / "mlcsv" / "ratings.csv",
+                     "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,4.0,964981247\n")
+    write(tmp_path / "mlcsv" / "movies.csv",
+          'movieId,title,genres\n1,Toy Story (1995),Animation\n3,"Grumpier Old Men (1995)",Comedy\n')
     log = read_interactions(csv_path)
     assert log.titles == {"1": "Toy Story (1995)", "3": "Grumpier Old Men (1995)"}
     headerless = write(tmp_path / "events.txt", "7\t1\t4\t100\n7\t2\t3\t200\n")
@@ -169,7 +173,8 @@ def test_temporal_split_needs_time(tmp_path):
 
 def test_merge_keeps_old_indices(tmp_path):
     old = read_interactions(write(tmp_path / "old.csv", LOG))
-    raw = read_raw_log(write(tmp_path / "new.csv", "user_id,item_id,rating,timestamp\nu9,z,5,60\nu1,a,4,70\nu2,e,3,80\n"))
+    raw = read_raw_log(write(tmp_path / "new.csv",
+                             "user_id,item_id,rating,timestamp\nu9,z,5,60\nu1,a,4,70\nu2,e,3,80\n"))
     merged, stats = merge_logs(old, raw)
     assert merged.user_ids[:3] == old.user_ids and merged.item_ids[:4] == old.item_ids
     assert stats == {"new_events": 3, "new_users": 1, "new_items": 2, "merged_duplicates": 1}

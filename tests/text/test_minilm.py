@@ -97,14 +97,15 @@ def test_fit_frozen_and_fine_tuned(ag_news, tmp_path):
     keep = np.concatenate([np.flatnonzero(ag_news.labels == c)[:20] for c in range(4)])
     small = TextDataset(texts=[ag_news.texts[i] for i in keep], labels=ag_news.labels[keep],
                         classes=ag_news.classes, source="ag-news sample", format="csv")
-    common = dict(max_length=32, baselines=False, quiet=True, device="cpu")
-    frozen = ds.fit(small, "minilm", out=tmp_path / "frozen", freeze=True, epochs=5, **common)
+    common = dict(max_length=32, baselines=False, quiet=True, device="cpu", batch_size=16)
+    frozen = ds.fit(small, "minilm", out=tmp_path / "frozen", freeze=True, epochs=3, lr=1e-2, **common)
     row = frozen.comparison()["rows"][0]
     assert row["name"] == "minilm-frozen" and row["settings"]["trained_params"] == 384 * 4 + 4
     assert row["settings"]["frozen_encoder"] and row["metrics"]["accuracy"] > 0.5
     assert frozen.info["text"]["tokenizer_kind"] == "wordpiece"
     assert (tmp_path / "frozen" / "tokenizer.json").is_file()
-    tuned = ds.fit(small, "minilm", out=tmp_path / "tuned", epochs=1, batch_size=16, **common)
+    few = TextDataset(texts=small.texts[::3], labels=small.labels[::3], classes=small.classes, source="fewer")
+    tuned = ds.fit(few, "minilm", out=tmp_path / "tuned", epochs=1, **common)
     settings = tuned.comparison()["rows"][0]["settings"]
     assert settings["trained_params"] == 22_565_376 + 384 * 4 + 4
     prediction = ds.load(tmp_path / "tuned").predict(["Stocks fell as oil prices rose"])[0]

@@ -22,10 +22,12 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import io
+import itertools
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -104,7 +106,8 @@ def resolve_source(source: str | Path) -> Path:
         for name in MOVIELENS_FILES:
             if (path / name).is_file():
                 return path / name
-        raise DataError(f"{path}: a directory without an interaction log (expected one of {', '.join(MOVIELENS_FILES)})")
+        raise DataError(f"{path}: a directory without an interaction log "
+                        f"(expected one of {', '.join(MOVIELENS_FILES)})")
     if not path.is_file():
         raise DataError(f"{path}: interaction log not found")
     return path
@@ -133,29 +136,37 @@ def detect_format(path: Path, requested: str = "auto") -> str:
     return "tsv" if delimiter == "\t" else "csv"
 
 
-def _read_rows(path: Path, fmt: str) -> tuple[list[str], list[list[str]], int]:
-    """Header, rows of strings, and the file line number of the first row."""
-    if fmt == "parquet":
-        return _read_parquet(path)
-    if fmt in ("movielens-100k", "movielens-dat"):
+def _text_rows(path: Path, fmt: str) -> Iterator[list[str]]:
+    """Rows of a text log, streamed (a log of millions of lines is never held as text)."""
+    if fmt.startswith("movielens"):
         separator = "\t" if fmt == "movielens-100k" else "::"
         encoding = "utf-8" if fmt == "movielens-100k" else "latin-1"
-        text = path.read_text(encoding=encoding, errors="replace")
-        rows = [line.split(separator) for line in text.splitlines()]
-        width = len(rows[0]) if rows else 4
-        return list(HEADERLESS_NAMES[:width]) if width <= 4 else [f"column{i + 1}" for i in range(width)], rows, 1
+        with path.open("r", encoding=encoding, errors="replace") as handle:
+            for line in handle:
+                yield line.rstrip("\r\n").split(separator)
+        return
     delimiter = "\t" if fmt in ("tsv", "headerless-tsv") else ","
     with path.open("r", encoding="utf-8", errors="replace", newline="") as handle:
-        rows = list(csv.reader(handle, delimiter=delimiter))
-    if fmt.startswith("headerless"):
-        width = len(rows[0]) if rows else 0
-        return list(HEADERLESS_NAMES[:width]), rows, 1
-    if not rows:
+        yield from csv.reader(handle, delimiter=delimiter)
+
+
+def _read_rows(path: Path, fmt: str) -> tuple[list[str], Iterator[list[str]], int]:
+    """Header, rows of strings, and the file line number of the first row."""
+    if fmt == "parquet":
+        header, rows = _read_parquet(path)
+        return header, iter(rows), 0
+    rows = _text_rows(path, fmt)
+    first = next(rows, None)
+    if first is None:
         raise DataError(f"{path}: empty file (no interactions)")
-    return [name.strip() for name in rows[0]], rows[1:], 2
+    if fmt.startswith(("movielens", "headerless")):
+        width = len(first)
+        header = list(HEADERLESS_NAMES[:width]) if width <= 4 else [f"column{i + 1}" for i in range(width)]
+        return header, itertools.chain([first], rows), 1
+    return [name.strip() for name in first], rows, 2
 
 
-def _read_parquet(path: Path) -> tuple[list[str], list[list[str]], int]:
+def _read_parquet(path: Path) -> tuple[list[str], list[list[str]]]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -167,7 +178,7 @@ def _read_parquet(path: Path) -> tuple[list[str], list[list[str]], int]:
     header = list(table.column_names)
     columns = [table.column(name).to_pylist() for name in header]
     rows = [["" if value is None else _cell(value) for value in row] for row in zip(*columns)]
-    return header, rows, 0
+    return header, rows
 
 
 def _cell(value) -> str:
@@ -247,8 +258,6 @@ def read_raw_log(
     path = resolve_source(source)
     fmt = detect_format(path, format)
     header, rows, first_line = _read_rows(path, fmt)
-    if not rows or all(not any(cell.strip() for cell in row) for row in rows):
-        raise DataError(f"{path}: no interactions (the log is empty{' apart from its header' if header else ''})")
     user_at = _pick_column(path, header, user_column, USER_NAMES, "user", "--user-column", True)
     item_at = _pick_column(path, header, item_column, ITEM_NAMES, "item", "--item-column", True)
     time_at = _pick_column(path, header, time_column, TIME_NAMES, "time", "--time-column", False)
@@ -298,9 +307,12 @@ def read_raw_log(
     if blank:
         notes.append(f"{blank} blank rows skipped")
     if below:
-        notes.append(f"{below} rows with {header[rating_at]} < {min_rating:g} are not interactions (implicit threshold)")
+        notes.append(f"{below} rows with {header[rating_at]} < {min_rating:g} are not interactions "
+                     "(implicit threshold)")
     if time_at is None:
         notes.append("no time column: the file's order is taken as time")
+    if not users and not below:
+        raise DataError(f"{path}: no interactions (the log is empty apart from its header)")
     if not users:
         raise DataError(f"{path}: no interactions left (all {below} rows have {header[rating_at]} < {min_rating:g})")
     titles = _movielens_titles(path) if path.name.lower() in MOVIELENS_FILES or fmt.startswith("movielens") else {}

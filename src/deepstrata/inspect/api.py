@@ -24,7 +24,9 @@ from deepstrata.inspect.cka import cka_matrix, paired_cka
 from deepstrata.inspect.probes import ProbeResult, ProbeSettings, chance_accuracy, layer_probes, probe_accuracy, \
     probe_split, random_control
 from deepstrata.inspect.projections import ProjectionSettings, projections
-from deepstrata.inspect.taps import extract, parse_layers
+from deepstrata.errors import ConfigError, RunError
+from deepstrata.inspect.neighbours import NeighbourTable
+from deepstrata.inspect.taps import extract, layer_names, parse_layers, per_example_layers
 from deepstrata.inspect.visuals import MaximizeSettings
 
 INSPECT_DIR = "inspect"
@@ -62,6 +64,7 @@ class InspectionResult:
     seconds: dict[str, float]
     figures: dict[str, Any] = field(default_factory=dict)
     captions: dict[str, str] = field(default_factory=dict)
+    tables: list[NeighbourTable] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     report_path: Path | None = None
     summary_path: Path | None = None
@@ -81,7 +84,7 @@ class InspectionResult:
             "data": self.data,
             "samples": self.samples,
             "probe_split": self.probe_split,
-            "chance": round(self.chance, 6),
+            "chance": _finite(self.chance),
             "input_probe": self.input_probe,
             "probes": [p.to_dict() for p in self.probes],
             "shapes": self.shapes,
@@ -89,11 +92,17 @@ class InspectionResult:
             "cka_trained_vs_init": {k: _finite(v) for k, v in self.cka_vs_init.items()},
             "settings": self.settings,
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+            "neighbours": [table.to_dict() for table in self.tables],
             "notes": self.notes,
         }
 
     def table(self) -> str:
-        """The probe table as text, as ``deepstrata inspect`` prints it."""
+        """The probe table as text, as ``deepstrata inspect`` prints it (CKA only when there are no probes)."""
+        if not self.probes:
+            lines = [f"{name}: {'x'.join(map(str, self.shapes.get(name, [])))}, CKA vs init "
+                     f"{self.cka_vs_init.get(name, float('nan')):.2f}" for name in self.layers]
+            lines += [*self.notes, f"data: {self.data}; inspected in {self.seconds.get('total', 0.0):.1f}s"]
+            return "\n".join(lines)
         head = ["layer", "output", "dim", "trained", "random", "gain", "CKA vs init"]
         rows = []
         for p in self.probes:
@@ -133,16 +142,18 @@ def inspect_run(
     data_dir: str | None = None,
     tsne: bool = True,
     maximize: bool = False,
+    token: str | None = None,
     write: bool = True,
     batch_size: int = 256,
 ) -> InspectionResult:
     """Inspect ``run`` (a ``Run`` or a run directory) on up to ``samples`` held-out examples.
 
-    ``layers``: names (list or ``"stem,stage2"``), default all; an unknown name raises
-    ``ConfigError`` listing the real ones before any data is read. ``tsne=False`` keeps
-    only PCA maps; ``maximize=True`` adds activation maximisation (image models).
-    With ``write``, writes ``RUN/inspect/report.html`` and ``summary.json`` and relinks
-    the run's report.
+    ``layers``: names (list or ``"stem,stage2"``), default every layer with one output
+    per example; an unknown name raises ``ConfigError`` listing the real ones before any
+    data is read. ``tsne=False`` keeps only PCA maps; ``maximize=True`` adds activation
+    maximisation (image models); ``token`` picks the word whose nearest tokens a text
+    model's report shows. With ``write``, writes ``RUN/inspect/report.html`` and
+    ``summary.json`` and re-renders the run's report so that it links to them.
     """
     from deepstrata.run import Run
 
@@ -152,28 +163,44 @@ def inspect_run(
     model = run.model
     names = parse_layers(model, layers)
     samples = inspect_data.check_samples(samples)
+    notes: list[str] = []
 
     clock = time.perf_counter()
     sample = inspect_data.load_sample(run, data, samples=samples, seed=seed, data_dir=data_dir)
     seconds["load data"] = time.perf_counter() - clock
+    names, tables = per_example_layers(model, sample.inputs, names)
+    if tables and layers is not None:
+        raise ConfigError(f"layer {', '.join(map(repr, tables))} is a table, not one output per example; "
+                          f"per-example layers of this model: {', '.join(per_example_layers(model, sample.inputs, layer_names(model))[0])}")
+    if tables:
+        notes.append(f"{', '.join(tables)}: a table (not one output per example), left out of probes, CKA and maps")
+    notes += sample.notes
 
     clock = time.perf_counter()
     cka_n = min(len(sample), CKA_SAMPLES)
-    trained = extract(model, sample.inputs, names, mask=sample.mask, batch_size=batch_size, keep_flat=cka_n)
+    common = {"mask": sample.mask, "batch_size": batch_size, "keep_flat": cka_n, "trim": sample.trim}
+    trained = extract(model, sample.inputs, names, **common)
     control = random_control(model, seed)
-    random = extract(control, sample.inputs, names, mask=sample.mask, batch_size=batch_size, keep_flat=cka_n)
+    random = extract(control, sample.inputs, names, **common)
     seconds["features"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
     probe_settings = ProbeSettings(seed=seed)
-    probes = layer_probes(trained.pooled, random.pooled, sample.labels, probe_settings)
-    fit_idx, score_idx = probe_split(sample.labels, probe_settings.fit_fraction, probe_settings.seed)
+    probes: list[ProbeResult] = []
     input_probe = None
-    if isinstance(sample.inputs, torch.Tensor) and sample.inputs.is_floating_point():
-        pixels = sample.inputs.reshape(len(sample), -1).numpy()
-        accuracy, _ = probe_accuracy(pixels, sample.labels, fit_idx, score_idx, probe_settings)
-        input_probe = {"name": "raw input", "dim": int(pixels.shape[1]), "accuracy": round(accuracy, 6)}
-    chance = chance_accuracy(sample.labels, probe_settings)
+    chance = float("nan")
+    split = {"fit": 0, "score": 0}
+    if sample.probe:
+        probes = layer_probes(trained.pooled, random.pooled, sample.labels, probe_settings)
+        fit_idx, score_idx = probe_split(sample.labels, probe_settings.fit_fraction, probe_settings.seed)
+        split = {"fit": int(len(fit_idx)), "score": int(len(score_idx))}
+        if isinstance(sample.inputs, torch.Tensor) and sample.inputs.is_floating_point():
+            pixels = sample.inputs.reshape(len(sample), -1).numpy()
+            accuracy, _ = probe_accuracy(pixels, sample.labels, fit_idx, score_idx, probe_settings)
+            input_probe = {"name": "raw input", "dim": int(pixels.shape[1]), "accuracy": round(accuracy, 6)}
+        chance = chance_accuracy(sample.labels, probe_settings)
+    else:
+        notes.append(f"no probes: the examples carry no class labels (maps are coloured by {sample.label_name})")
     seconds["probes"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
@@ -190,46 +217,55 @@ def inspect_run(
         run=str(run.path), task=run.task, family=str(model.spec.get("family", type(model).__name__)),
         data=sample.description, samples=len(sample), layers=names,
         shapes={name: list(shape) for name, shape in trained.shapes.items()},
-        probes=probes, input_probe=input_probe, chance=chance,
-        probe_split={"fit": int(len(fit_idx)), "score": int(len(score_idx))},
+        probes=probes, input_probe=input_probe, chance=chance, probe_split=split,
         cka_layers=cka_layers, cka=matrix, cka_samples=cka_n, cka_vs_init=vs_init,
         settings={
-            "probe": {**probe_settings.to_dict(), "text": probe_settings.describe()},
+            "probe": {**probe_settings.to_dict(), "text": probe_settings.describe()} if sample.probe else None,
             "control": f"same architecture, random initialisation (torch.manual_seed({seed})); "
                        "shares only the input normalisation statistics",
             "pooling": "4-D maps: spatial mean; 3-D token maps: mean over real tokens; 2-D: as is",
             "cka": "linear CKA on flattened activations (token maps pooled)",
-            "projection": projection_settings.to_dict(),
+            "projection": {**projection_settings.to_dict(), "colour": sample.label_name},
             "maximize": None,
             "device": f"{run.device} ({torch.get_num_threads()} torch threads)",
         },
-        seconds=seconds, notes=list(sample.notes),
+        seconds=seconds, notes=notes,
     )
 
     from deepstrata.inspect import report as inspect_report
 
     clock = time.perf_counter()
-    result.figures["probes"] = inspect_report.probe_figure(result)
+    if probes:
+        result.figures["probes"] = inspect_report.probe_figure(result)
     result.figures["cka"] = inspect_report.cka_figure(result)
     result.figures["projections"] = inspect_report.projection_figure(
-        result, maps, sample.labels[projection_index], sample.classes)
+        maps, sample.labels[projection_index], sample.classes, legend=sample.label_name)
     seconds["summary plots"] = time.perf_counter() - clock
+    clock = time.perf_counter()
     if sample.images is not None:
-        clock = time.perf_counter()
         _image_visuals(result, model, sample, names, maximize=maximize, seed=seed, batch_size=batch_size)
-        seconds["image visuals"] = time.perf_counter() - clock
+    elif run.task == inspect_data.TEXT_TASK:
+        from deepstrata.inspect.text import text_views
+
+        text_views(result, model, sample, names, token=token)
+    elif run.task == inspect_data.RECOMMEND_TASK:
+        from deepstrata.inspect.recommend import item_views
+
+        item_views(result, model, control, sample, seed=seed)
+    seconds[f"{run.task.split('-')[0]} views"] = time.perf_counter() - clock
 
     seconds["total"] = time.perf_counter() - started
     if write:
         clock = time.perf_counter()
         out = Path(run.path) / INSPECT_DIR
         result.report_path = inspect_report.write_html(result, out)
+        result.summary_path = inspect_report.write_summary(result, out)
         from deepstrata.report import write_report
 
         write_report(run.path)
         seconds["write report"] = time.perf_counter() - clock
         seconds["total"] = time.perf_counter() - started
-        result.summary_path = inspect_report.write_summary(result, out)
+        inspect_report.write_summary(result, out)
     return result
 
 
@@ -255,7 +291,7 @@ def _image_visuals(result: InspectionResult, model, sample, names: list[str], *,
     for name in layers:
         channels = visuals.selective_channels(responses[name], VISUAL_CHANNELS)
         spatial = responses[name].spatial
-        field = visuals.receptive_field(model, name) if spatial else None
+        field = visuals.receptive_field(model, name, in_shape) if spatial else None
         crops, values = visuals.top_patches(images, responses[name], channels, field, TOP_K)
         result.figures[f"patches/{name}"] = visuals.patches_figure(name, channels, crops, values,
                                                                     field.size if field else None)
@@ -288,17 +324,30 @@ def _one_per_class(labels: np.ndarray, count: int) -> list[int]:
 
 
 def features(run, x, layer: str = "stage2", *, data_dir: str | None = None, batch_size: int = 256) -> np.ndarray:
-    """Pooled features ``[N, D]`` of one named layer for images (tensor) or a data source (string)."""
-    from deepstrata.errors import RunError
+    """Pooled features ``[N, D]`` of one named layer.
 
+    ``x``: for an image run a tensor of images or a data source (every image of it); for
+    a text run a list of texts, or a file of texts / a labelled source; for a
+    recommendation run user ids, or the run's own source for every user.
+    """
     model = run.model
     parse_layers(model, [layer])
-    if run.task != inspect_data.IMAGE_TASK:
-        raise RunError(f"{run.path}: features reads runs of task {inspect_data.IMAGE_TASK!r}; this run is {run.task!r}")
-    if isinstance(x, (str, Path)):
-        x, _ = inspect_data.load_image_all(run, str(x), data_dir=data_dir)
+    mask, trim = None, False
+    if run.task == inspect_data.IMAGE_TASK:
+        if isinstance(x, (str, Path)):
+            x, _ = inspect_data.load_image_all(run, str(x), data_dir=data_dir)
+        else:
+            x = inspect_data.image_tensor(run, x)
+    elif run.task == inspect_data.TEXT_TASK:
+        from deepstrata.inspect.text import text_inputs
+
+        x, mask = text_inputs(run, x)
+        trim = True
+    elif run.task == inspect_data.RECOMMEND_TASK:
+        from deepstrata.inspect.recommend import user_inputs
+
+        x, mask = user_inputs(run, x)
     else:
-        x = inspect_data.image_tensor(run, x)
-    return extract(model, x, [layer], batch_size=batch_size).pooled[layer]
-
-
+        raise RunError(f"{run.path}: features reads runs of tasks {', '.join(inspect_data.TASKS)}; "
+                       f"this run is {run.task!r}")
+    return extract(model, x, [layer], mask=mask, trim=trim, batch_size=batch_size).pooled[layer]

@@ -19,14 +19,20 @@ import torch
 from deepstrata.errors import ConfigError, DataError, RunError
 
 IMAGE_TASK = "image-classification"
+TEXT_TASK = "text-classification"
+RECOMMEND_TASK = "recommendation"
+TASKS = (IMAGE_TASK, TEXT_TASK, RECOMMEND_TASK)
 
 
 @dataclass
 class InspectData:
     """Model inputs (a tensor or a tuple passed as ``model(*inputs)``), labels, and what they are.
 
-    ``mask`` ``[N, T]`` marks real tokens for token-sequence inputs. ``images`` (float
-    ``[N, C, H, W]`` in [0, 1]) is set for image tasks and enables the pictures.
+    ``labels`` index ``classes``; they colour the projections and, when ``probe`` is true
+    (labels that are the task's classes), are what the probes predict. ``mask`` ``[N, T]``
+    marks real tokens of token-sequence inputs; ``trim`` says padding is on the right and
+    may be cut per batch. ``images`` (float ``[N, C, H, W]`` in [0, 1]) is set for image
+    tasks and enables the pictures; ``extra`` holds what a task's own views need.
     """
 
     inputs: torch.Tensor | tuple[torch.Tensor, ...]
@@ -37,6 +43,10 @@ class InspectData:
     mask: torch.Tensor | None = None
     images: torch.Tensor | None = None
     notes: list[str] = field(default_factory=list)
+    probe: bool = True
+    label_name: str = "class"
+    trim: bool = False
+    extra: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -122,7 +132,15 @@ def check_samples(samples: int) -> int:
 
 
 def load_sample(run, data: str | None, *, samples: int, seed: int, data_dir: str | None) -> InspectData:
-    """The held-out sample for ``run``'s task."""
+    """The held-out sample for ``run``'s task (images, texts, or a recommender's users)."""
     if run.task == IMAGE_TASK:
         return load_image_sample(run, data, samples=samples, seed=seed, data_dir=data_dir)
-    raise RunError(f"{run.path}: inspect reads runs of task {IMAGE_TASK!r}; this run is {run.task!r}")
+    if run.task == TEXT_TASK:
+        from deepstrata.inspect.text import load_text_sample
+
+        return load_text_sample(run, data, samples=samples, seed=seed)
+    if run.task == RECOMMEND_TASK:
+        from deepstrata.inspect.recommend import load_user_sample
+
+        return load_user_sample(run, data, samples=samples, seed=seed)
+    raise RunError(f"{run.path}: inspect reads runs of tasks {', '.join(TASKS)}; this run is {run.task!r}")

@@ -69,7 +69,7 @@ def probe_split(labels: np.ndarray, fit_fraction: float = 0.5, seed: int = 0) ->
     index = np.arange(len(labels))
     counts = np.unique(labels, return_counts=True)[1]
     n_fit = int(round(fit_fraction * len(labels)))
-    stratify = labels if counts.min(initial=0) >= 2 and len(counts) <= min(n_fit, len(labels) - n_fit) else None
+    stratify = labels if len(counts) and counts.min() >= 2 and len(counts) <= min(n_fit, len(labels) - n_fit) else None
     fit_idx, score_idx = train_test_split(index, train_size=n_fit, random_state=seed, stratify=stratify)
     return np.sort(fit_idx), np.sort(score_idx)
 

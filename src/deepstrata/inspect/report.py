@@ -91,9 +91,9 @@ def cka_figure(result) -> Any:
     return fig
 
 
-def projection_figure(result, maps: dict[str, dict[str, np.ndarray]], labels: np.ndarray,
-                      classes: Sequence[str]) -> Any:
-    """Rows: methods (PCA, t-SNE …); columns: layers; points coloured by class."""
+def projection_figure(maps: dict[str, dict[str, np.ndarray]], labels: np.ndarray, classes: Sequence[str],
+                      legend: str = "class") -> Any:
+    """Rows: methods (PCA, t-SNE …); columns: the keys of ``maps`` (layers, or models); points coloured by label."""
     from matplotlib.figure import Figure
 
     layers = list(maps)
@@ -121,8 +121,9 @@ def projection_figure(result, maps: dict[str, dict[str, np.ndarray]], labels: np
                 ax.set_ylabel({"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}.get(method, method), fontsize=10)
     if methods and len(classes) <= 20:
         handles, names = fig.axes[0].get_legend_handles_labels()
-        fig.legend(handles, names, loc="center right", fontsize=8, markerscale=2.5, title="class", frameon=False)
-        fig.tight_layout(rect=(0, 0, 1 - 1.3 / fig.get_figwidth(), 1))
+        fig.legend(handles, names, loc="center right", fontsize=8, markerscale=2.5, title=legend, frameon=False)
+        room = 0.35 + 0.075 * max(len(legend), *(len(str(c)) for c in classes))
+        fig.tight_layout(rect=(0, 0, 1 - room / fig.get_figwidth(), 1))
     else:
         fig.tight_layout()
     return fig
@@ -154,13 +155,18 @@ def _overview(result) -> str:
         ("layers", ", ".join(f"{name} ({'x'.join(map(str, result.shapes.get(name, [])))})" for name in result.layers)),
         ("sample", result.data),
         ("probe split", f"fitted on {result.probe_split['fit']}, scored on {result.probe_split['score']} "
-                        "(stratified by class)"),
+                        "(stratified by class)" if result.probes else "no probes (no class labels)"),
         ("time", f"{total:.1f} s on {result.settings.get('device', 'cpu')} (steps at the end)"),
     ]
     dl = "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>" for k, v in items)
     last = result.probes[-1] if result.probes else None
     body = f'<dl class="meta">{dl}</dl>'
-    if last is not None:
+    if last is None:
+        deepest = result.layers[-1] if result.layers else None
+        if deepest is not None and np.isfinite(result.cka_vs_init.get(deepest, float("nan"))):
+            body += (f'<p class="summary">CKA between the trained {_esc(deepest)} and its random initialisation: '
+                     f"{result.cka_vs_init[deepest]:.2f} (1 = unchanged by training).</p>")
+    else:
         first = result.probes[0]
         body += (f'<p class="summary">Probe accuracy rises from {first.trained:.3f} at {_esc(first.layer)} to '
                  f"{last.trained:.3f} at {_esc(last.layer)}; the random-init control reaches {last.random:.3f} "
@@ -204,8 +210,40 @@ def _projections(result) -> str:
     return _png(result.figures["projections"], "2-D projections of each layer") + _note(
         f"{methods} of each layer's standardised pooled features on a sample of at most {settings['sample']} "
         f"examples (seed {settings['seed']}; t-SNE perplexity {settings['perplexity']:g}, "
-        f"{settings['tsne_iterations']} iterations), coloured by class."
+        f"{settings['tsne_iterations']} iterations), coloured by {settings.get('colour', 'class')}."
     )
+
+
+def _neighbour_table(table) -> str:
+    head = "<tr><th>#</th>" + "".join(f"<th>{_esc(c)}</th>" for c in table.columns) + "</tr>"
+    body = "".join(
+        f"<tr><td>{r + 1}</td>" + "".join(
+            f"<td><strong>{_esc(label)}</strong><br><small>{_esc(detail)}</small></td>" for label, detail in row)
+        + "</tr>" for r, row in enumerate(table.rows))
+    return (f"<h3>{_esc(table.title)}</h3><p>Query: {_esc(table.query)}</p>"
+            f"<table><thead>{head}</thead><tbody>{body}</tbody></table>" + (_note(table.note) if table.note else ""))
+
+
+def _text(result) -> list[tuple[str, str, str]]:
+    sections = []
+    if "attention" in result.figures:
+        sections.append(("Attention maps", _png(result.figures["attention"], "attention maps per block")
+                         + _note(result.captions["attention"]), "attention"))
+    tables = [t for t in result.tables if t.section == "text"]
+    if tables:
+        sections.append(("Nearest tokens per layer", "".join(_neighbour_table(t) for t in tables), "tokens"))
+    return sections
+
+
+def _items(result) -> list[tuple[str, str, str]]:
+    sections = []
+    tables = [t for t in result.tables if t.section == "items"]
+    if tables:
+        sections.append(("Item space: nearest neighbours", "".join(_neighbour_table(t) for t in tables), "neighbours"))
+    if "items" in result.figures:
+        sections.append(("Item space: 2-D map", _png(result.figures["items"], "item space projection")
+                         + _note(result.captions["items"]), "items"))
+    return sections
 
 
 def _images(result) -> list[tuple[str, str, str]]:
@@ -249,11 +287,13 @@ def render(result) -> str:
     """The whole page as a string."""
     sections = [
         _section("Overview", _overview(result), "overview"),
-        _section("Linear probes by depth", _probes(result), "probes"),
+        _section("Linear probes by depth", _probes(result) if result.probes else _note(
+            "No probes: " + "; ".join(n for n in result.notes if n.startswith("no probes"))), "probes"),
         _section("Similarity between layers (linear CKA)", _cka(result), "cka"),
         _section("2-D projections of each layer", _projections(result), "projections"),
     ]
-    sections += [_section(h, body, anchor) for h, body, anchor in _images(result)]
+    for views in (_images, _text, _items):
+        sections += [_section(h, body, anchor) for h, body, anchor in views(result)]
     sections.append(_section("Settings and timing", _timing(result), "timing"))
     title = f"Inspection of {Path(result.run).name}"
     return (

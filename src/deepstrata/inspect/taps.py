@@ -227,13 +227,16 @@ def extract(
     mask: torch.Tensor | None = None,
     batch_size: int = 256,
     keep_flat: int = 0,
+    trim: bool = False,
 ) -> LayerFeatures:
     """Pooled features of ``layers`` for every example of ``inputs`` (and flat ones for the first ``keep_flat``).
 
     ``inputs`` is a tensor or a tuple of tensors sliced along dim 0 and passed as
     ``model(*batch)``; ``mask`` ``[N, T]`` marks real tokens for 3-D outputs (default:
-    ``model.padding_mask`` when the model has one). Runs in eval mode, batch by batch,
-    pooling at once so that a large map is never kept whole.
+    ``model.padding_mask`` when the model has one). With ``trim`` (right-padded token
+    inputs of a model whose outputs ignore padding), each batch is cut after its longest
+    text. Runs in eval mode, batch by batch, pooling at once so that a large map is
+    never kept whole.
     """
     model.eval()
     device = model_device(model)
@@ -244,6 +247,11 @@ def extract(
     for span, batch in batches(inputs, batch_size):
         batch = tuple(to_model_input(part, device) for part in batch)
         masks = batch_mask(model, batch, None if mask is None else mask[span].to(device))
+        if trim and masks is not None and masks.dim() == 2:
+            length = max(1, int(masks.any(0).nonzero().max()) + 1 if masks.any() else 1)
+            batch = tuple(part[:, :length] if part.dim() >= 2 and part.shape[1] == masks.shape[1] else part
+                          for part in batch)
+            masks = masks[:, :length]
         count = max(0, min(keep_flat - span.start, span.stop - span.start))
         outputs = read_layers(model, batch, layers)
         for name in layers:

@@ -4,8 +4,8 @@
   stem; whole-image templates of an MLP's first dense layer).
 * ``channel_responses`` + ``top_patches``: for a few channels of each layer, the dataset
   crops that excite it most (Zeiler and Fergus, 2014). A crop is the channel's receptive
-  field around the most active position of an image, worked out from the convolution and
-  pooling geometry along the main path (``receptive_field``), clamped to the image.
+  field around the most active position of an image, worked out from the convolutions and
+  poolings a forward pass runs (``receptive_field``), clamped to the image.
 * ``activation_maps``: the same channels' maps for a few inputs.
 * ``maximize``: optional activation maximisation (Erhan et al., 2009; Olah et al., 2017):
   an input optimised by gradient ascent to excite one channel, with its settings stated.
@@ -50,25 +50,42 @@ def _pair(value: int | tuple[int, ...]) -> int:
     return int(value[0] if isinstance(value, (tuple, list)) else value)
 
 
-def receptive_field(model: nn.Module, layer: str) -> ReceptiveField:
-    """The receptive field of ``layer``'s positions, from every conv/pool up to it (main path, first axis).
+_GEOMETRY = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
 
-    Residual branches are walked as the sequence they are registered in, which is the
-    longest path through a block: the field the block's output actually has.
+
+@torch.inference_mode()
+def receptive_field(model: nn.Module, layer: str, in_shape: Sequence[int]) -> ReceptiveField:
+    """The receptive field of ``layer``'s positions, from every conv/pool that runs up to it (first axis).
+
+    The convolutions and poolings are taken in the order a forward pass on a blank input
+    runs them (not the order they are declared in), so a stage that pools before it
+    convolves is measured right; a residual branch counts as the sequence it runs, which
+    is the longest path through the block and so the field its output has.
     """
     names = layer_names(model)
+    wanted = {id(m) for name in names[: names.index(layer) + 1] for m in layer_module(model, name).modules()
+              if isinstance(m, _GEOMETRY)}
+    order: list[nn.Module] = []
+    handles = [m.register_forward_pre_hook(lambda module, _inputs: order.append(module))
+               for m in model.modules() if id(m) in wanted]
+    was_training = model.training
+    try:
+        model.eval()
+        device = model_device(model)
+        model(torch.zeros((1, *(int(v) for v in in_shape)), device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
     size, jump, start = 1, 1, 0.0
-    for name in names[: names.index(layer) + 1]:
-        for module in layer_module(model, name).modules():
-            if not isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
-                continue
-            kernel, stride = _pair(module.kernel_size), _pair(module.stride)
-            dilation = _pair(getattr(module, "dilation", 1))
-            padding = module.padding
-            pad = (dilation * (kernel - 1)) // 2 if padding == "same" else _pair(padding) if padding != "valid" else 0
-            size += (kernel - 1) * dilation * jump
-            start += ((kernel - 1) * dilation / 2 - pad) * jump
-            jump *= stride
+    for module in order:
+        kernel, stride = _pair(module.kernel_size), _pair(module.stride)
+        dilation = _pair(getattr(module, "dilation", 1))
+        padding = module.padding
+        pad = (dilation * (kernel - 1)) // 2 if padding == "same" else _pair(padding) if padding != "valid" else 0
+        size += (kernel - 1) * dilation * jump
+        start += ((kernel - 1) * dilation / 2 - pad) * jump
+        jump *= stride
     return ReceptiveField(size, jump, start)
 
 

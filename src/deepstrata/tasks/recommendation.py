@@ -512,7 +512,8 @@ def similar(run, item, k: int = 10) -> dict:
     key = str(item)
     if key not in state.item_index:
         examples = ", ".join(state.log.item_ids[:3])
-        raise DataError(f"{run.path}: unknown item {key!r} (the run knows {state.log.num_items} items, e.g. {examples})")
+        raise DataError(f"{run.path}: unknown item {key!r} "
+                        f"(the run knows {state.log.num_items} items, e.g. {examples})")
     with torch.inference_mode():
         vectors = F.normalize(run.model.item_features().float().cpu(), dim=1)
     index = state.item_index[key]
@@ -605,3 +606,19 @@ def _update_section(record: dict) -> str:
     return (f"<p>Added {record['new_events']} events from {html.escape(record['data'])} "
             f"({record['new_users']} new users, {record['new_items']} new items); {record['epochs']} epochs, "
             f"{record['seconds']:.1f}s.</p><table><tr><th></th>{head}</tr>{lines}</table>")
+
+
+def evaluate_recommender(run, data=None) -> dict:
+    """Test metrics of a run's model on its own log, split as in training (full ranking).
+
+    Another log cannot be scored against this run's ids without joining it first, which
+    is what ``update`` does; asking for one is an error that says so.
+    """
+    state = _served(run)
+    if data is not None and str(data) not in (run.config.data.source, state.log.source):
+        raise RunError(f"{data}: a recommendation run is evaluated on its own log ({run.config.data.source}); "
+                       f"add new interactions with `deepstrata update {run.path} --data {data}`")
+    split = _split(state.log, run.config.recommend)
+    result = evaluate_scorer(model_scorer(run.model, run.device), split.test, split.num_items)
+    return {"data": state.log.source, "split": f"test split of the run ({split.method})",
+            "examples": int(result["users"]), "metrics": _metrics_only(result)}

@@ -15,6 +15,7 @@ its pooled features are computed once and the loop trains the head on them.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import io
 import math
@@ -29,10 +30,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepstrata.config import ModelConfig, RunConfig, TextConfig, TrainConfig, dump_config, load_config
+from deepstrata.config import (ModelConfig, RunConfig, TextConfig, TrainConfig, dump_config, load_config,
+                               resolved_train)
 from deepstrata.data.text import TextDataset, TextSplits, load_text, read_texts, split_text
 from deepstrata.data.tokenizer import TextTokenizer, pad_batch
 from deepstrata.engine import checkpoint as ckpt
+from deepstrata.engine import distributed
 from deepstrata.engine.devices import autocast, resolve_device
 from deepstrata.engine.loop import batch_generator, train
 from deepstrata.errors import ConfigError, DataError, RunError
@@ -44,9 +47,10 @@ POOL_BATCHES = 50
 """Batches per length-sorted pool: large enough to group similar lengths, small enough to stay random."""
 
 # Train settings that suit each text model better than the image defaults; used only when
-# no config file is given, and any flag or keyword still overrides them.
+# no config file is given, and any flag or keyword still overrides them. Epochs left out
+# are sized from the data (config.resolved_train: about 1,500 steps, 4 to 40 epochs).
 TRAIN_DEFAULTS: dict[str, dict] = {
-    "transformer": {"epochs": 10, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.05, "warmup_fraction": 0.1,
+    "transformer": {"batch_size": 64, "lr": 1e-3, "weight_decay": 0.05, "warmup_fraction": 0.1,
                     "label_smoothing": 0.0, "grad_clip": 1.0, "eval_batch_size": 256},
     "minilm": {"epochs": 3, "batch_size": 32, "lr": 5e-5, "weight_decay": 0.01, "warmup_fraction": 0.1,
                "label_smoothing": 0.0, "grad_clip": 1.0, "eval_batch_size": 128},
@@ -145,6 +149,10 @@ class TextClassificationTask:
         self.eval_batch_size = eval_batch_size
         self.precision = precision
 
+    @property
+    def num_examples(self) -> int:
+        return len(self.train_ids)
+
     def num_batches(self, batch_size: int) -> int:
         return max(1, math.ceil(len(self.train_ids) / batch_size))
 
@@ -184,6 +192,10 @@ class FrozenFeatureTask:
         self.val_y = torch.from_numpy(np.asarray(val_y, dtype=np.int64))
         self.label_smoothing = label_smoothing
 
+    @property
+    def num_examples(self) -> int:
+        return len(self.train_features)
+
     def num_batches(self, batch_size: int) -> int:
         return max(1, math.ceil(len(self.train_features) / batch_size))
 
@@ -195,7 +207,7 @@ class FrozenFeatureTask:
 
     def loss(self, model: nn.Module, batch: tuple) -> tuple[torch.Tensor, torch.Tensor]:
         features, y = batch
-        logits = model.layers["head"].classify(features)
+        logits = distributed.unwrap(model).layers["head"].classify(features)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
         return loss, (logits.detach().argmax(1) == y).sum()
 
@@ -332,6 +344,10 @@ def fit_text(data, model: str | None = None, *, config: RunConfig | str | Path |
     splits = split_text(dataset, seed=cfg.train.seed, val_fraction=cfg.data.val_fraction,
                         test_fraction=cfg.data.test_fraction)
     load_seconds = time.perf_counter() - started
+    if cfg.train.devices > 1 or distributed.launched_by_torchrun():
+        raise ConfigError("text runs train on one device; drop --devices / torchrun (data-parallel training "
+                          "is implemented for image runs)")
+    cfg = dataclasses.replace(cfg, train=resolved_train(cfg.train, len(splits.train_y)))
     run_dir = Path(out) if out is not None else default_run_dir(cfg.data.source, cfg.model.name)
     run_dir = prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
     device = resolve_device(cfg.train.device)

@@ -1,0 +1,390 @@
+"""Image classification streamed from shards: memory bounded whatever the data set's size.
+
+``ShardedImageTask`` is the ``ImageClassificationTask`` of data that does not fit in
+memory. It shares that task's loss, augmentation and prediction code and differs only in
+where batches come from:
+
+* **Shard order.** Each epoch the train shards are permuted by ``batch_generator(seed,
+  epoch)`` and dealt round-robin to the ranks: rank ``r`` of ``W`` reads shards
+  ``r, r + W, r + 2W, ...`` of that order, sequentially, in batch-sized reads.
+* **Shuffle buffer.** A rank keeps at most ``buffer_size`` examples. Batch ``i`` takes a
+  random batch from the buffer (drawn from ``batch_generator(seed, epoch, i * W + r)``,
+  which then drives the augmentation too) and the freed slots are refilled from the
+  stream. The writer shuffled the training examples once, so buffer-level mixing is
+  enough. Resident memory is the buffer plus one batch; shards are read with positioned
+  reads, not mapped, so no shard's pages stay in the process.
+* **Ranks.** ``batch_size`` is the global batch; each rank yields ``batch_size / W`` of
+  it (an error if ``W`` does not divide it) from its own shards. Shards differ in size (the
+  last is short) and ``W`` need not divide their number, so every rank yields the same
+  number of batches: ``num_batches`` is what the rank with the fewest examples can fill in
+  any epoch (the ``S // W`` smallest shards), and the examples a rank holds beyond that are
+  not used in that epoch (a different subset each epoch, since the shard order changes).
+  No rank ever waits on another at the end of an epoch. More ranks than shards is an
+  error that says to reshard smaller.
+* **Resume.** ``train_batches(..., start)`` replays the first ``start`` draws on example
+  ids only (no pixels read), then loads the buffer's examples by id and continues: the
+  batches equal those an uninterrupted epoch yields from ``start`` on.
+* **Validation** reads the val shards sequentially, on every rank, so each rank returns
+  the same full-split metrics and no collective is needed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from deepstrata.data.augment import crop_padding, random_crop, random_flip
+from deepstrata.data.shards import Shard, ShardSet, SplitShards, open_shards
+from deepstrata.engine.loop import batch_generator
+from deepstrata.errors import ConfigError, DataError
+from deepstrata.tasks.image_classification import ImageClassificationTask, predict_logits, to_float
+
+DEFAULT_BUFFER_EXAMPLES = 16_384
+DEFAULT_BUFFER_BYTES = 256 * 2**20
+BASELINE_TRAIN_SAMPLE = 10_000
+BASELINE_VAL_SAMPLE = 5_000
+BASELINE_MAX_TEST_BYTES = 512 * 2**20
+
+
+class _Stream:
+    """One rank's examples for one epoch: its shards, read in order; ids are split-wide."""
+
+    def __init__(self, shards: list[Shard], with_data: bool) -> None:
+        self.shards, self.with_data = shards, with_data
+        self.position, self.row = 0, 0
+        self._labels: np.ndarray | None = None
+        self._labels_of = -1
+
+    def take(self, n: int, images: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Up to ``n`` next ids (fewer at the end); with data, their pixels fill ``images[:k]``."""
+        ids, labels, done = [], [], 0
+        while done < n and self.position < len(self.shards):
+            shard = self.shards[self.position]
+            k = min(n - done, shard.count - self.row)
+            ids.append(np.arange(shard.first + self.row, shard.first + self.row + k, dtype=np.int64))
+            if self.with_data:
+                shard.read(self.row, self.row + k, images[done:done + k])
+                if self._labels_of != self.position:
+                    self._labels, self._labels_of = shard.read_labels(), self.position
+                labels.append(self._labels[self.row:self.row + k])
+            self.row += k
+            done += k
+            if self.row == shard.count:
+                self.position, self.row = self.position + 1, 0
+        empty = np.empty(0, dtype=np.int64)
+        return (np.concatenate(ids) if ids else empty,
+                (np.concatenate(labels) if labels else empty) if self.with_data else None)
+
+
+class ShuffleBuffer:
+    """At most ``capacity`` examples: a draw takes a random batch, and the freed slots are refilled.
+
+    Without data (``images is None``) it tracks example ids only — how a resumed epoch
+    skips its first batches without reading their pixels.
+    """
+
+    def __init__(self, capacity: int, shape: tuple[int, ...], with_data: bool) -> None:
+        self.capacity, self.shape = capacity, shape
+        self.ids = np.full(capacity, -1, dtype=np.int64)
+        self.labels = np.zeros(capacity, dtype=np.int64)
+        self.images = np.empty((capacity, *shape), dtype=np.uint8) if with_data else None
+        self.free = np.arange(capacity)
+
+    def refill(self, stream: _Stream) -> None:
+        if not len(self.free):
+            return
+        n = len(self.free)
+        contiguous = self.images is not None and self.free[-1] - self.free[0] + 1 == n and bool(
+            np.all(np.diff(self.free) == 1))
+        if self.images is None:
+            target = None
+        elif contiguous:
+            target = self.images[self.free[0]:self.free[0] + n]
+        else:
+            target = np.empty((n, *self.shape), dtype=np.uint8)
+        ids, labels = stream.take(n, target)
+        slots = self.free[: len(ids)]
+        self.ids[slots] = ids
+        if self.images is not None:
+            self.labels[slots] = labels
+            if not contiguous:
+                self.images[slots] = target[: len(ids)]
+        self.free = self.free[len(ids):]
+
+    def draw(self, count: int, generator: torch.Generator) -> np.ndarray:
+        """Slots of a random batch of ``count`` (fewer if the buffer holds fewer); they become free,
+        and their pixels stay readable until the next ``refill``."""
+        valid = np.flatnonzero(self.ids >= 0)
+        pick = valid[torch.randperm(len(valid), generator=generator).numpy()[:count]]
+        self.ids[pick] = -1
+        self.free = np.concatenate([self.free, pick])
+        return pick
+
+    def load(self, split: SplitShards) -> None:
+        """Read the pixels of the ids held (after an id-only replay)."""
+        self.images = np.empty((self.capacity, *self.shape), dtype=np.uint8)
+        valid = np.flatnonzero(self.ids >= 0)
+        if len(valid):
+            images = np.empty((len(valid), *self.shape), dtype=np.uint8)
+            labels = np.empty(len(valid), dtype=np.int64)
+            split.gather(self.ids[valid], images, labels)
+            self.images[valid], self.labels[valid] = images, labels
+
+
+def default_buffer_size(shape: tuple[int, ...]) -> int:
+    """16,384 examples, or fewer when that would take more than 256 MB of pixels."""
+    return max(1, min(DEFAULT_BUFFER_EXAMPLES, DEFAULT_BUFFER_BYTES // int(np.prod(shape))))
+
+
+class ShardedImageTask:
+    """Plugs a shard directory into the training loop; see the module docstring for the order of batches."""
+
+    primary_metric = "accuracy"
+    loss = ImageClassificationTask.loss
+    describe_augmentation = ImageClassificationTask.describe_augmentation
+
+    def __init__(
+        self,
+        shards: ShardSet | str | Path,
+        *,
+        buffer_size: int | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        augment: bool = True,
+        flip: bool = False,
+        label_smoothing: float = 0.0,
+        eval_batch_size: int = 1024,
+        precision: str = "32",
+        channels_last: bool = False,
+    ) -> None:
+        self.shards = shards if isinstance(shards, ShardSet) else open_shards(shards)
+        if not isinstance(world_size, int) or world_size < 1 or not isinstance(rank, int) or not 0 <= rank < world_size:
+            raise ConfigError(f"rank {rank!r} / world_size {world_size!r}: expected 0 <= rank < world_size")
+        self.train, self.val = self.shards.splits["train"], self.shards.splits["val"]
+        manifest = self.shards.root / "index.json"
+        if self.train.count == 0:
+            raise DataError(f"{manifest}: the train split is empty")
+        if self.val.count == 0:
+            raise DataError(f"{manifest}: the val split is empty; reshard with a larger --val-fraction")
+        if len(self.train.shards) < world_size:
+            raise ConfigError(f"{manifest}: the train split has {len(self.train.shards)} shard(s) for {world_size} "
+                              "processes; each process reads whole shards, so reshard with a smaller --shard-size "
+                              f"(at least {world_size} train shards)")
+        if buffer_size is not None and (not isinstance(buffer_size, int) or buffer_size < 1):
+            raise ConfigError(f"buffer_size: got {buffer_size!r}, expected a positive number of examples")
+        self.shape = tuple(self.shards.image_shape)
+        self.buffer_size = buffer_size or default_buffer_size(self.shape)
+        self.rank, self.world_size = rank, world_size
+        self.num_classes = len(self.shards.classes)
+        self.augment, self.flip = augment, flip
+        self.padding = crop_padding(*self.shape[-2:])
+        self.label_smoothing = label_smoothing
+        self.eval_batch_size = eval_batch_size
+        self.precision = precision
+        self.channels_last = channels_last
+
+    @property
+    def num_examples(self) -> int:
+        return self.train.count
+
+    def local_batch_size(self, batch_size: int) -> int:
+        if batch_size % self.world_size:
+            raise ConfigError(f"batch size {batch_size} is not divisible by the {self.world_size} processes; "
+                              f"use a multiple of {self.world_size}")
+        return batch_size // self.world_size
+
+    def examples_per_rank(self) -> int:
+        """Examples the poorest rank can hold in any epoch: the ``S // W`` smallest shards."""
+        counts = sorted(shard.count for shard in self.train.shards)
+        return sum(counts[: len(counts) // self.world_size])
+
+    def num_batches(self, batch_size: int) -> int:
+        return max(1, self.examples_per_rank() // self.local_batch_size(batch_size))
+
+    def rank_shards(self, epoch: int, seed: int) -> list[Shard]:
+        order = torch.randperm(len(self.train.shards), generator=batch_generator(seed, epoch)).tolist()
+        return [self.train.shards[i] for i in order[self.rank::self.world_size]]
+
+    def train_batches(self, epoch: int, batch_size: int, seed: int, start: int = 0) -> Iterator[tuple]:
+        """This rank's batches ``(x float [b, C, H, W] in [0, 1], y int64 [b])``, from batch ``start`` on."""
+        local = self.local_batch_size(batch_size)
+        stream = _Stream(self.rank_shards(epoch, seed), with_data=start == 0)
+        buffer = ShuffleBuffer(max(self.buffer_size, local), self.shape, with_data=start == 0)
+        for index in range(self.num_batches(batch_size)):
+            if index == start and buffer.images is None:
+                buffer.load(self.train)
+                stream.with_data = True
+            buffer.refill(stream)
+            generator = batch_generator(seed, epoch, index * self.world_size + self.rank)
+            pick = buffer.draw(local, generator)
+            if index < start:
+                continue
+            x = to_float(torch.from_numpy(buffer.images[pick]))
+            y = torch.from_numpy(buffer.labels[pick].copy())
+            if self.augment:
+                x = random_crop(x, self.padding, generator)
+                if self.flip:
+                    x = random_flip(x, generator)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, y
+
+    def predictions(self, model: nn.Module, device: torch.device, split: str = "test"):
+        """Predicted and true labels (int64 ``[n]``) and the summed cross-entropy of a split, read sequentially."""
+        predicted, truth, loss_sum = [], [], 0.0
+        for images, labels in self.shards.splits[split].chunks(self.eval_batch_size):
+            logits = predict_logits(model, torch.from_numpy(images), device, self.eval_batch_size, self.precision,
+                                    self.channels_last)
+            y = torch.from_numpy(labels)
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+            predicted.append(logits.argmax(1).numpy())
+            truth.append(labels)
+        empty = np.empty(0, dtype=np.int64)
+        return (np.concatenate(predicted) if predicted else empty, np.concatenate(truth) if truth else empty,
+                loss_sum)
+
+    def validate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
+        predicted, truth, loss_sum = self.predictions(model, device, "val")
+        return {"val_loss": loss_sum / len(truth), "val_accuracy": float((predicted == truth).mean())}
+
+    def sample(self, split: str, limit: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A seeded random sample of at most ``limit`` examples of a split (all of it, in order, if smaller)."""
+        part = self.shards.splits[split]
+        ids = (np.arange(part.count) if part.count <= limit
+               else np.sort(np.random.default_rng([seed, 11]).choice(part.count, size=limit, replace=False)))
+        images = np.empty((len(ids), *self.shape), dtype=np.uint8)
+        labels = np.empty(len(ids), dtype=np.int64)
+        part.gather(ids, images, labels)
+        return torch.from_numpy(images), torch.from_numpy(labels)
+
+
+def _say(quiet: bool, message: str) -> None:
+    if not quiet:
+        print(message, file=sys.stderr)
+
+
+def fit_shards(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = False, quiet: bool = False,
+               buffer_size: int | None = None):
+    """``fit`` for a shard directory (``cfg.data.source``): same run directory, metrics and report.
+
+    The split is the one the shards were written with (their manifest's seed and
+    fractions); ``cfg.train.seed`` drives initialisation, shard order and batches.
+    Baselines fit on a seeded sample of at most ``BASELINE_TRAIN_SAMPLE`` train and
+    ``BASELINE_VAL_SAMPLE`` val examples and are scored on the whole test split — skipped,
+    with a note, when the test split is larger than ``BASELINE_MAX_TEST_BYTES``.
+    """
+    from deepstrata.baselines.image_features import run_image_baselines
+    from deepstrata.config import dump_config, resolved_train
+    from deepstrata.engine import checkpoint as ckpt
+    from deepstrata.engine import distributed
+    from deepstrata.engine.devices import resolve_device
+    from deepstrata.engine.loop import train
+    from deepstrata.metrics import classification_metrics, confusion_matrix
+    from deepstrata.models.registry import build_image_model
+    from deepstrata.report import format_comparison_table, write_report
+    from deepstrata.run import Run, prepare_run_dir, provenance, write_model_info
+
+    for key in ("format", "image_size"):
+        if getattr(cfg.data, key) is not None:
+            raise ConfigError(f"data.{key}: shards keep the format and size they were written with; "
+                              f"give --{key.replace('_', '-')} to `deepstrata shard` instead")
+    started = time.perf_counter()
+    shards = open_shards(cfg.data.source)
+    env = distributed.current()
+    main = env.rank == 0
+    counts = {name: shards.splits[name].count for name in ("train", "val", "test")}
+    if main:
+        run_dir = prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
+    cfg = dataclasses.replace(cfg, train=resolved_train(cfg.train, counts["train"]))
+    device = resolve_device(cfg.train.device)
+    in_shape = tuple(shards.image_shape)
+    num_classes = len(shards.classes)
+    quiet = quiet or not main
+    _say(quiet, f"data: shards {shards.root} of {shards.source} — {in_shape[0]}x{in_shape[1]}x{in_shape[2]}, "
+                f"{num_classes} classes; split train {counts['train']} / val {counts['val']} / test {counts['test']} "
+                f"(written with seed {shards.seed}); opened in {time.perf_counter() - started:.1f}s")
+    torch.manual_seed(cfg.train.seed)
+    net = build_image_model(cfg.model.name, in_shape, num_classes, width=cfg.model.width, depth=cfg.model.depth,
+                            mean=shards.mean, std=shards.std)
+    task = ShardedImageTask(
+        shards, buffer_size=buffer_size, rank=env.rank, world_size=env.world_size,
+        augment=cfg.train.augment, flip=in_shape[0] == 3, label_smoothing=cfg.train.label_smoothing,
+        eval_batch_size=cfg.train.eval_batch_size, precision=cfg.train.precision,
+        channels_last=cfg.train.channels_last,
+    )
+    params = sum(p.numel() for p in net.parameters())
+    streaming = (f"streamed from {len(task.train.shards)} train shards, shuffle buffer {task.buffer_size} examples"
+                 f"{f', {env.world_size} ranks' if env.world_size > 1 else ''}")
+    if main:
+        ckpt.atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+        write_model_info(run_dir, {
+            "task": "image-classification",
+            "spec": net.spec,
+            "classes": shards.classes,
+            "layers": net.layer_names,
+            "feature_dim": net.feature_dim,
+            "params": params,
+            "data": {"source": cfg.data.source, "format": "shards", "notes": shards.notes + [streaming],
+                     "input_shape": list(in_shape), "augmentation": task.describe_augmentation()},
+        })
+        ckpt.atomic_write_json(run_dir / "provenance.json", provenance(device, cfg.train.seed))
+    _say(quiet, f"model: {cfg.model.name} ({params:,} parameters) on {device}; {streaming}; "
+                f"augmentation: {task.describe_augmentation()}")
+
+    result = train(net, task, cfg.train, run_dir, resume=resume, quiet=quiet,
+                   description=cfg.model.name)
+    if not main:
+        return None
+    predicted, truth, _ = task.predictions(net, device, "test")
+    rows = [{
+        "name": cfg.model.name,
+        "kind": "learned",
+        "metrics": classification_metrics(truth, predicted, num_classes),
+        "train_seconds": round(result.train_seconds, 3),
+        "feature_dim": net.feature_dim,
+        "params": params,
+        "settings": {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "device": result.device,
+                     "data": streaming},
+    }]
+    ckpt.atomic_write_json(run_dir / "confusion.json", {
+        "classes": shards.classes, "matrix": confusion_matrix(truth, predicted, num_classes).tolist(),
+    })
+    if cfg.baselines:
+        if shards.nbytes("test") > BASELINE_MAX_TEST_BYTES:
+            _say(quiet, f"baselines: skipped — the test split ({shards.nbytes('test') / 1e6:.0f} MB of pixels) is "
+                        f"larger than the {BASELINE_MAX_TEST_BYTES // 2**20} MiB the baselines may load")
+        else:
+            train_x, train_y = task.sample("train", BASELINE_TRAIN_SAMPLE, cfg.train.seed)
+            val_x, val_y = task.sample("val", BASELINE_VAL_SAMPLE, cfg.train.seed)
+            test_x, test_y = task.sample("test", counts["test"], cfg.train.seed)
+            _say(quiet, f"baselines: hand-engineered features → logistic regression, fitted on a sample of "
+                        f"{len(train_y)} of {counts['train']} train and {len(val_y)} of {counts['val']} val images, "
+                        f"scored on all {counts['test']} test images")
+            for baseline in run_image_baselines(train_x, train_y, val_x, val_y, test_x, test_y, num_classes,
+                                                seed=cfg.train.seed):
+                row = baseline.row()
+                row["settings"]["sampled_from_shards"] = {"train": [len(train_y), counts["train"]],
+                                                          "val": [len(val_y), counts["val"]]}
+                rows.append(row)
+    comparison = {
+        "task": "image-classification",
+        "data": cfg.data.source,
+        "split": {**counts, "test_is_official": shards.test_is_official, "seed": shards.seed},
+        "primary_metric": "accuracy",
+        "rows": rows,
+    }
+    ckpt.atomic_write_json(run_dir / "comparison.json", comparison)
+    report = write_report(run_dir)
+    if not quiet:
+        print(format_comparison_table(comparison))
+        print(f"run directory: {run_dir}")
+        print(f"report: {report}")
+    return Run(run_dir, device=str(device))
