@@ -29,7 +29,8 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
         "Options left out come from --config, then from the defaults.",
     )
     p.add_argument("--data", metavar="SOURCE", help="'digits' (default), 'mnist', 'fashion-mnist', 'cifar10', "
-                   "an image folder (one sub-folder per class), an IDX directory, or CIFAR-10 python batches")
+                   "an image folder (one sub-folder per class), an IDX directory, CIFAR-10 python batches, "
+                   "or a shard directory written by `deepstrata shard` (streamed)")
     p.add_argument("--task", choices=("image", "text", "recommend"),
                    help="what to learn (default: implied by --model and the data: images, text tables, interaction logs)")
     p.add_argument("--format", choices=IMAGE_FORMATS, help="override the detected kind of SOURCE")
@@ -38,7 +39,7 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--skip-bad", action="store_true", default=None, help="skip unreadable images in a folder (the count is reported)")
     p.add_argument("--model", choices=MODEL_NAMES, help="model family (default cnn)")
     p.add_argument("--width", type=int, help="base channel width of the model (default 32)")
-    p.add_argument("--epochs", type=int, help="training epochs (default: about 1,500 steps, between 4 and 40 epochs)")
+    p.add_argument("--epochs", type=int, help="training epochs (default: about 900 steps, between 4 and 40 epochs)")
     p.add_argument("--batch-size", type=int, help="examples per step (default 128; 256 from 10,000 training examples)")
     p.add_argument("--lr", type=float, help="peak learning rate of AdamW (default 3e-3)")
     p.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 5e-4)")

@@ -263,7 +263,7 @@ def auto_batch_size(n_train: int) -> int:
     return 128 if n_train < 10_000 else 256
 
 
-def auto_epochs(n_train: int, batch_size: int, target_steps: int = 1500) -> int:
+def auto_epochs(n_train: int, batch_size: int, target_steps: int = 900) -> int:
     """Enough epochs for about ``target_steps`` optimiser steps, between 4 and 40."""
     steps_per_epoch = max(1, n_train // batch_size)
     return max(4, min(40, round(target_steps / steps_per_epoch)))
