@@ -78,8 +78,9 @@ def test_features_writes_every_example(digits_run, tmp_path, capsys):
     out = tmp_path / "f.npy"
     assert main(["features", str(digits_run), "--layer", "stage2", "--data", "digits", "--out", str(out)]) == 0
     values = np.load(out)
-    assert values.shape == (1797, 32) and values.dtype == np.float32
-    assert "1797 x 32 features of layer stage2" in capsys.readouterr().out
+    dim = Run(digits_run).model.feature_dim
+    assert values.shape == (1797, dim) and values.dtype == np.float32
+    assert f"1797 x {dim} features of layer stage2" in capsys.readouterr().out
 
 
 def test_run_features_from_tensors(digits_run):
@@ -90,7 +91,8 @@ def test_run_features_from_tensors(digits_run):
     images = torch.from_numpy(pixels).unsqueeze(1)
     as_uint8 = run.features(images, layer="stage1")
     as_float = run.features(images.float() / 255.0, layer="stage1")
-    assert as_uint8.shape == (10, 16)
+    channels = run.model.forward_intermediates(torch.zeros(1, 1, 8, 8), ["stage1"])["stage1"].shape[1]
+    assert as_uint8.shape == (10, channels)
     np.testing.assert_allclose(as_uint8, as_float, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(run.features(images[0], layer="stage1"), as_uint8[:1], rtol=1e-5, atol=1e-6)
     all_digits = run.features("digits", layer="stage1")

@@ -108,6 +108,10 @@ def fit(
     Text and recommendation runs (``task="text"`` / ``"recommend"``, or implied by the
     model or the data) are handed to their task module, which uses the same loop.
     """
+    if task is None and data is None and resume and out is not None and (Path(out) / "config.yaml").is_file():
+        # A resumed run is of the task it was started as (its config says which).
+        saved = load_config(Path(out) / "config.yaml").task
+        task = {"text-classification": "text", "recommendation": "recommend"}.get(saved, "image")
     kind = detect_task(data, model, task)
     if kind == "text":
         from deepstrata.tasks.text_classification import fit_text

@@ -32,7 +32,8 @@ def test_numbers_show_the_hierarchy(inspected):
     assert result.samples == 502 and result.probe_split == {"fit": 251, "score": 251}
     last = result.probe("stage2")
     assert last.trained > last.random + 0.1 and last.trained > result.probe("stem").trained
-    assert last.dim == 32 and result.shapes["stage2"] == [32, 2, 2]
+    model = Run(result.run).model
+    assert last.dim == model.feature_dim and result.shapes["stage2"][0] == model.feature_dim
     assert 0.0 < result.chance < 0.2 and result.input_probe["dim"] == 64
     assert result.cka.shape == (4, 4) and np.allclose(np.diag(result.cka), 1.0)
     assert set(result.cka_vs_init) == set(result.layers)
@@ -58,7 +59,7 @@ def test_the_page_is_self_contained_and_has_every_section(inspected, digits_run)
     assert result.report_path == digits_run / "inspect" / "report.html"
     for heading in SECTIONS:
         assert f"<h2>{heading}</h2>" in page, heading
-    assert len(re.findall(r'<img alt="[^"]*" src="data:image/png;base64,', page)) == len(result.figures) == 11
+    assert len(re.findall(r'<img alt="[^"]*" src="data:image/png;base64,', page)) == len(result.figures) >= 11
     assert not re.search(r'(src|href)="(https?:)?//', page)
     assert "Adam lr 0.05, 128 steps" in page
     assert "502 of 502 images of the validation + test splits" in page

@@ -113,3 +113,21 @@ def test_imdb_archive_end_to_end(imdb_sample, tmp_path):
     assert comparison["split"]["train"] + comparison["split"]["val"] == 120
     assert run.config.text.format == "folder" and run.config.text.positions == "rotary"
     assert run.evaluate()["examples"] == 120
+
+
+def test_resume_continues_a_text_run(tmp_path):
+    rows = "".join(f"{'good great fine' if i % 2 else 'bad awful poor'} item {i},{'pos' if i % 2 else 'neg'}\n"
+                   for i in range(60))
+    data = tmp_path / "small.csv"
+    data.write_text("text,label\n" + rows, encoding="utf-8")
+    out = tmp_path / "run"
+    args = ["--dim", "16", "--layers", "1", "--heads", "2", "--vocab-size", "300", "--max-length", "16",
+            "--batch-size", "16", "--quiet", "--no-baselines", "--out", str(out)]
+    assert main(["fit", "--data", str(data), "--epochs", "2", *args]) == 0
+    tokenizer = (out / "tokenizer.json").read_bytes()
+    config = out / "config.yaml"
+    config.write_text(config.read_text().replace("epochs: 2", "epochs: 3"))
+    # No --data: the run's config says it is a text run and where its data is.
+    assert main(["fit", "--resume", "--out", str(out), "--quiet"]) == 0
+    epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3] and (out / "tokenizer.json").read_bytes() == tokenizer

@@ -374,8 +374,18 @@ def _prepare_out(out: Path, overwrite: bool) -> set[Path]:
 
 
 def _channel_histogram(images: np.ndarray) -> np.ndarray:
-    """``[C, 256]`` counts of each pixel value per channel; mean and std follow exactly from it."""
-    return np.stack([np.bincount(images[:, c].ravel(), minlength=256) for c in range(images.shape[1])])
+    """``[C, 256]`` counts of each pixel value per channel; mean and std follow exactly from it.
+
+    Counted a slice at a time: ``bincount`` widens its input to int64, 8x the chunk.
+    """
+    n, channels = images.shape[:2]
+    flat = images.reshape(n, channels, -1)
+    hist = np.zeros((channels, 256), dtype=np.int64)
+    step = max(1, 2**20 // flat.shape[2])
+    for start in range(0, n, step):
+        for c in range(channels):
+            hist[c] += np.bincount(flat[start:start + step, c].ravel(), minlength=256)
+    return hist
 
 
 def _stats(hist: np.ndarray) -> tuple[list[float], list[float]]:
@@ -656,7 +666,10 @@ def _open_shard(root: Path, manifest_path: Path, split: str, index: int, record:
     count = _need(record, "count", int, manifest_path, prefix)
     first = _need(record, "first", int, manifest_path, prefix)
     for path in (images, labels):
-        if path.parent != root or not path.is_file():
+        if path.parent != root:
+            raise DataError(f"{manifest_path}: shard name {path.name!r} in {prefix[:-1]} must be a file name "
+                            "inside the shard directory")
+        if not path.is_file():
             raise DataError(f"{path}: shard file missing (listed in {manifest_path})")
     try:
         with open(images, "rb") as handle:
@@ -702,7 +715,7 @@ def open_shards(path: str | Path) -> ShardSet:
     if len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape):
         raise DataError(f"{manifest_path}: image_shape must be [C, H, W] of positive integers, got {list(shape)}")
     stats = _need(raw, "train_stats", dict, manifest_path)
-    _need(raw, "split", dict, manifest_path)
+    _need(_need(raw, "split", dict, manifest_path), "seed", int, manifest_path, "split.")
     splits_raw = _need(raw, "splits", dict, manifest_path)
     splits = {}
     for name in SPLIT_NAMES:

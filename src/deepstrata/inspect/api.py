@@ -2,9 +2,10 @@
 
 One call reads a held-out sample through the trained model and through the same
 architecture at random initialisation, then measures (layer-wise linear probes, linear
-CKA between layers), maps (PCA / t-SNE per layer) and, for image models, pictures
-(first-layer filters, activation maps, top-activating crops, optionally activation
-maximisation). The numbers and the matplotlib figures come back as an
+CKA between layers), maps (PCA / t-SNE per layer) and shows what only its family has:
+for image models pictures (first-layer filters, activation maps, top-activating crops,
+optionally activation maximisation), for text models attention maps and nearest tokens,
+for recommenders the item space. The numbers and the matplotlib figures come back as an
 ``InspectionResult``; with ``write=True`` they also land in ``RUN/inspect/report.html``
 and ``RUN/inspect/summary.json``, and the run's own report gains a link.
 """
@@ -19,13 +20,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from deepstrata.errors import ConfigError, RunError
 from deepstrata.inspect import data as inspect_data
 from deepstrata.inspect.cka import cka_matrix, paired_cka
-from deepstrata.inspect.probes import ProbeResult, ProbeSettings, chance_accuracy, layer_probes, probe_accuracy, \
-    probe_split, random_control
-from deepstrata.inspect.projections import ProjectionSettings, projections
-from deepstrata.errors import ConfigError, RunError
 from deepstrata.inspect.neighbours import NeighbourTable
+from deepstrata.inspect.probes import (ProbeResult, ProbeSettings, chance_accuracy, layer_probes, probe_accuracy,
+                                       probe_split, random_control)
+from deepstrata.inspect.projections import ProjectionSettings, projections
 from deepstrata.inspect.taps import extract, layer_names, parse_layers, per_example_layers
 from deepstrata.inspect.visuals import MaximizeSettings
 
@@ -40,9 +41,10 @@ CKA_SAMPLES = 1000
 class InspectionResult:
     """Everything ``inspect_run`` found: numbers, settings, timings and figures (matplotlib ``Figure``).
 
-    ``figures`` maps a name (``"probes"``, ``"cka"``, ``"projections"``, ``"filters"``,
-    ``"maps/<layer>"``, ``"patches/<layer>"``, ``"maximize"``) to a figure;
-    ``summary()`` is what ``summary.json`` holds.
+    ``figures`` maps a name (``"probes"``, ``"cka"``, ``"projections"``; images:
+    ``"filters"``, ``"maps/<layer>"``, ``"patches/<layer>"``, ``"maximize"``; text:
+    ``"attention"``; recommenders: ``"items"``) to a figure; ``tables`` holds nearest
+    neighbours (tokens, items); ``summary()`` is what ``summary.json`` holds.
     """
 
     run: str
@@ -170,8 +172,9 @@ def inspect_run(
     seconds["load data"] = time.perf_counter() - clock
     names, tables = per_example_layers(model, sample.inputs, names)
     if tables and layers is not None:
+        usable = per_example_layers(model, sample.inputs, layer_names(model))[0]
         raise ConfigError(f"layer {', '.join(map(repr, tables))} is a table, not one output per example; "
-                          f"per-example layers of this model: {', '.join(per_example_layers(model, sample.inputs, layer_names(model))[0])}")
+                          f"per-example layers of this model: {', '.join(usable)}")
     if tables:
         notes.append(f"{', '.join(tables)}: a table (not one output per example), left out of probes, CKA and maps")
     notes += sample.notes
@@ -279,7 +282,8 @@ def _image_visuals(result: InspectionResult, model, sample, names: list[str], *,
     first = visuals.first_layer_pictures(model, in_shape)
     if first is not None:
         kind, pictures = first
-        result.figures["filters"] = visuals.filters_figure(pictures, f"{kind} ({len(pictures)} shown, largest norm first)")
+        title = f"{kind} ({len(pictures)} shown, largest norm first)"
+        result.figures["filters"] = visuals.filters_figure(pictures, title)
         result.captions["filters"] = kind
     layers = [name for name in names if name != "head"]
     if not layers:

@@ -18,7 +18,7 @@ from deepstrata.inspect.neighbours import NeighbourTable, columns_to_rows, cosin
 
 QUERY_ITEMS = 4
 NEIGHBOURS = 8
-ITEM_MAP_SAMPLE = 800
+ITEM_MAP_SAMPLE = 600
 
 
 def _terciles(values: np.ndarray, unit: str) -> tuple[np.ndarray, list[str]]:
@@ -95,17 +95,20 @@ def item_views(result, model, control, sample: InspectData, *, seed: int = 0) ->
     trained = model.item_features().float().cpu().numpy()
     random = control.item_features().float().cpu().numpy()
     popularity = state.popularity.numpy()
-    for item in np.argsort(-popularity, kind="stable")[:QUERY_ITEMS].tolist():
+    queries = np.argsort(-popularity, kind="stable")[:QUERY_ITEMS].tolist()
+    for label, vectors in (("trained", trained), ("random init", random)):
         columns = []
-        for vectors in (trained, random):
+        for item in queries:
             order, scores = cosine_neighbours(vectors, item, NEIGHBOURS)
             columns.append([(names[i], f"cosine {s:.2f}; {int(popularity[i])} events")
                             for i, s in zip(order.tolist(), scores.tolist())])
         result.tables.append(NeighbourTable(
-            section="items", title=f"Nearest items to {names[item]}",
-            query=f"{names[item]} ({int(popularity[item])} events)", columns=["trained", "random init"],
-            rows=columns_to_rows(columns),
-            note="Cosine similarity in the learned item space (the vectors recommend and similar use).",
+            section="items", title=f"Nearest items in the item space: {label}",
+            query="the most popular items: " + "; ".join(f"{names[i]} ({int(popularity[i])} events)" for i in queries),
+            columns=[names[i] for i in queries], rows=columns_to_rows(columns),
+            note=("Cosine similarity in the learned item space (the vectors recommend and similar use)."
+                  if label == "trained" else
+                  "The same architecture at random initialisation: what the neighbours are before any learning."),
         ))
     index = sample_index(len(trained), ITEM_MAP_SAMPLE, seed)
     labels, classes = _terciles(popularity[index], "events")

@@ -48,7 +48,8 @@ def probe_figure(result) -> Any:
     ax.set_ylim(0.0, 1.08)
     ax.set_xlabel("layer (depth →), pooled feature dimension")
     ax.set_ylabel("probe accuracy (held-out)")
-    ax.set_title(f"Linear probes by depth (fit on {result.probe_split['fit']}, scored on {result.probe_split['score']})",
+    split = result.probe_split
+    ax.set_title(f"Linear probes by depth (fit on {split['fit']}, scored on {split['score']})",
                  fontsize=11)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
@@ -288,7 +289,7 @@ def render(result) -> str:
     sections = [
         _section("Overview", _overview(result), "overview"),
         _section("Linear probes by depth", _probes(result) if result.probes else _note(
-            "No probes: " + "; ".join(n for n in result.notes if n.startswith("no probes"))), "probes"),
+            "; ".join(n for n in result.notes if n.startswith("no probes")).capitalize() + "."), "probes"),
         _section("Similarity between layers (linear CKA)", _cka(result), "cka"),
         _section("2-D projections of each layer", _projections(result), "projections"),
     ]

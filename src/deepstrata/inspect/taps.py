@@ -87,7 +87,10 @@ def primary_tensor(output: object) -> torch.Tensor:
     """The tensor a layer outputs: itself, or the first tensor of a tuple/list/dict."""
     if isinstance(output, torch.Tensor):
         return output
-    values = list(output.values()) if isinstance(output, dict) else list(output) if isinstance(output, (tuple, list)) else []
+    if isinstance(output, dict):
+        values = list(output.values())
+    else:
+        values = list(output) if isinstance(output, (tuple, list)) else []
     for value in values:
         if isinstance(value, torch.Tensor):
             return value
@@ -125,7 +128,7 @@ def tap(
 
 
 def pool(t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """One vector per example: ``[N, C, H, W]`` → spatial mean, ``[N, T, D]`` → (masked) token mean, ``[N, D]`` as is."""
+    """One vector per example: ``[N, C, H, W]`` → spatial mean, ``[N, T, D]`` → (masked) token mean, ``[N, D]``."""
     t = t.float()
     if t.dim() == 2:
         return t
@@ -213,7 +216,8 @@ def per_example_layers(model: nn.Module, inputs: Inputs, layers: Sequence[str]) 
     sizes = []
     for n in (2, 3):
         batch = tuple(to_model_input(part[:n], device) for part in parts)
-        sizes.append({name: (out.shape[0] if out.dim() else 0) for name, out in read_layers(model, batch, layers).items()})
+        outputs = read_layers(model, batch, layers)
+        sizes.append({name: (out.shape[0] if out.dim() else 0) for name, out in outputs.items()})
     per_example = [name for name in layers if sizes[0][name] == 2 and sizes[1][name] == 3]
     return per_example, [name for name in layers if name not in per_example]
 

@@ -68,7 +68,7 @@ def load_text_sample(run, data: str | None = None, *, samples: int = 2000, seed:
 
 
 def text_inputs(run, x) -> tuple[torch.Tensor, torch.Tensor]:
-    """Padded ids ``[N, L]`` and mask of texts: a list of strings, or a file (``.txt`` lines or a table's text column)."""
+    """Padded ids ``[N, L]`` and mask of texts: a list of strings, or a file (``.txt`` lines, a table's texts)."""
     from pathlib import Path
 
     from deepstrata.data.tokenizer import pad_batch
@@ -127,7 +127,8 @@ def attention_figure(model, sample: InspectData, indices: Sequence[int]):
     for r, (tokens, maps) in enumerate(rows):
         for c, name in enumerate(blocks):
             ax = fig.add_subplot(len(rows), len(blocks), r * len(blocks) + c + 1)
-            ax.imshow(maps[name], cmap="viridis", vmin=0.0, vmax=float(maps[name].max()) or 1.0)
+            weights = maps[name]
+            ax.imshow(weights, cmap="viridis", vmin=float(weights.min()), vmax=max(float(weights.max()), 1e-9))
             ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=7)
             ax.set_yticks(range(len(tokens)), tokens, fontsize=7)
             if r == 0:
@@ -205,7 +206,8 @@ def text_views(result, model, sample: InspectData, names: Sequence[str], *, toke
             result.figures["attention"] = attention_figure(model, sample, indices)
             result.captions["attention"] = (
                 f"{len(indices)} short held-out texts (at most {ATTENTION_MAX_TOKENS} tokens shown), one per class "
-                "where possible; attention weights averaged over heads; padding is never attended to.")
+                "where possible; attention weights averaged over heads, each map coloured from its smallest "
+                "(dark) to its largest (yellow) weight; padding is never attended to.")
     table = nearest_tokens(model, sample, [n for n in names if n != "head"], query=token)
     if table is not None:
         result.tables.append(table)

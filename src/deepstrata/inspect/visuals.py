@@ -264,14 +264,15 @@ def top_patches(images: torch.Tensor, responses: ChannelResponses, channels: Seq
     the whole image.
     """
     _, channels_in, height, width = images.shape
-    side_h, side_w = (min(field.size, height), min(field.size, width)) if field and responses.spatial else (height, width)
+    spatial = field is not None and responses.spatial
+    side_h, side_w = (min(field.size, height), min(field.size, width)) if spatial else (height, width)
     k = min(k, len(images))
     crops = np.zeros((len(channels), k, channels_in, side_h, side_w), dtype=np.float32)
     values = np.zeros((len(channels), k), dtype=np.float32)
     for i, channel in enumerate(channels):
         order = np.argsort(-responses.value[:, channel], kind="stable")[:k]
         for j, index in enumerate(order):
-            if field is not None and responses.spatial:
+            if spatial:
                 top, left, _, _ = field.box(int(responses.row[index, channel]), int(responses.col[index, channel]),
                                             height, width)
             else:
@@ -375,7 +376,8 @@ def maximize(model: nn.Module, layer: str, channels: Sequence[int], in_shape: Se
         for step in range(1, settings.steps + 1):
             x = torch.sigmoid(p)
             if settings.jitter:
-                dy, dx = (int(v) for v in torch.randint(-settings.jitter, settings.jitter + 1, (2,), generator=generator))
+                shift = torch.randint(-settings.jitter, settings.jitter + 1, (2,), generator=generator)
+                dy, dx = int(shift[0]), int(shift[1])
                 x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
             loss = -objective(x).sum() + settings.l2 * ((x - 0.5) ** 2).sum()
             (grad,) = torch.autograd.grad(loss, p)

@@ -148,6 +148,9 @@ class ShardedImageTask:
     """Plugs a shard directory into the training loop; see the module docstring for the order of batches."""
 
     primary_metric = "accuracy"
+    # Batches are already this rank's share of the global batch (from its own shards);
+    # a distributed loop must not slice them again.
+    rank_local_batches = True
     loss = ImageClassificationTask.loss
     describe_augmentation = ImageClassificationTask.describe_augmentation
 
