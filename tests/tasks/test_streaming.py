@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -164,6 +165,19 @@ def test_validation_matches_the_in_memory_task(tmp_path):
     assert streamed["val_loss"] == pytest.approx(in_memory["val_loss"], rel=1e-5)
 
 
+def test_validation_chunks_are_shared_out_without_overlap(tmp_path):
+    shards = write_shards(read_digits(), tmp_path / "s", "10kB", seed=4)
+    task = ShardedImageTask(shards, eval_batch_size=16)
+    torch.manual_seed(0)
+    model = CNN((1, 8, 8), 10, width=8)
+    whole = task.predictions(model, torch.device("cpu"), "val")
+    halves = [task.predictions(model, torch.device("cpu"), "val", part, 2) for part in (0, 1)]
+    assert len(halves[0][1]) + len(halves[1][1]) == len(whole[1]) == shards.splits["val"].count
+    assert abs(len(halves[0][1]) - len(halves[1][1])) <= 16
+    assert sorted(np.concatenate([h[1] for h in halves]).tolist()) == sorted(whole[1].tolist())
+    assert halves[0][2] + halves[1][2] == pytest.approx(whole[2], rel=1e-6)
+
+
 def test_empty_val_split_is_named(tmp_path):
     shards = write_shards(numbered(n_per_class=4), tmp_path / "s", "1kB", val_fraction=0.01)
     with pytest.raises(DataError, match="index.json: the val split is empty"):
@@ -237,3 +251,30 @@ def test_fit_on_digit_shards_end_to_end(tmp_path, capsys):
 def test_open_shards_accepts_a_path(even):
     task = ShardedImageTask(str(even.root))
     assert task.num_examples == 540 and open_shards(even.root).classes == ["c0", "c1", "c2"]
+
+
+def test_two_processes_each_read_their_own_shards(tmp_path):
+    """``fit --data shards/ --devices 2``: gloo on CPU, steps per epoch as documented, rank 0 writes the run."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from deepstrata.engine import distributed
+
+    shards = write_shards(read_digits(), tmp_path / "shards", "20kB")
+    env = {**{k: v for k, v in os.environ.items() if k not in distributed.RANK_VARIABLES},
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "deepstrata", "fit", "--data", str(shards.root), "--out",
+                           str(tmp_path / "run"), "--epochs", "2", "--width", "8", "--batch-size", "64", "--device",
+                           "cpu", "--no-baselines", "--quiet", "--devices", "2"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    counts = sorted(s.count for s in shards.splits["train"].shards)
+    steps = sum(counts[: len(counts) // 2]) // 32
+    assert [row["step"] for row in rows] == [steps, 2 * steps]
+    assert json.loads((tmp_path / "run" / "provenance.json").read_text())["world_size"] == 2
+    notes = json.loads((tmp_path / "run" / "model.json").read_text())["data"]["notes"]
+    assert any(f"{steps * 64:,} of {shards.splits['train'].count:,} train examples per epoch" in n for n in notes)
+    assert (tmp_path / "run" / "comparison.json").is_file()

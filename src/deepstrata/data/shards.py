@@ -578,11 +578,17 @@ class SplitShards:
     class_counts: list[int]
     shards: tuple[Shard, ...]
 
-    def chunks(self, size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Sequential ``(images uint8 [k, C, H, W], labels int64 [k])`` chunks of at most ``size``."""
+    def chunks(self, size: int, part: int = 0, parts: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Sequential ``(images uint8 [k, C, H, W], labels int64 [k])`` chunks of at most ``size``;
+        with ``parts`` > 1 only chunks number ``part``, ``part + parts``, ... are read (one process's share)."""
+        number = 0
         for shard in self.shards:
-            labels = shard.read_labels()
+            labels = None
             for start in range(0, shard.count, size):
+                number += 1
+                if (number - 1) % parts != part:
+                    continue
+                labels = shard.read_labels() if labels is None else labels
                 stop = min(shard.count, start + size)
                 yield shard.read(start, stop), labels[start:stop]
 

@@ -19,13 +19,15 @@ where batches come from:
   number of batches: ``num_batches`` is what the rank with the fewest examples can fill in
   any epoch (the ``S // W`` smallest shards), and the examples a rank holds beyond that are
   not used in that epoch (a different subset each epoch, since the shard order changes).
-  No rank ever waits on another at the end of an epoch. More ranks than shards is an
-  error that says to reshard smaller.
+  No rank ever waits on another at the end of an epoch. The unused share of an epoch is
+  at most about ``2W / S`` for ``S`` shards (20 shards per process keep it under 10%).
+  More ranks than shards is an error that says to reshard smaller.
 * **Resume.** ``train_batches(..., start)`` replays the first ``start`` draws on example
   ids only (no pixels read), then loads the buffer's examples by id and continues: the
   batches equal those an uninterrupted epoch yields from ``start`` on.
-* **Validation** reads the val shards sequentially, on every rank, so each rank returns
-  the same full-split metrics and no collective is needed.
+* **Validation** reads the val shards sequentially in chunks of ``eval_batch_size``; with
+  several processes each scores every N-th chunk and the sums are added across them
+  (``distributed.all_reduce_sum``), so no example is counted twice or skipped.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from torch import nn
 
 from deepstrata.data.augment import crop_padding, random_crop, random_flip
 from deepstrata.data.shards import Shard, ShardSet, SplitShards, open_shards
+from deepstrata.engine import distributed
 from deepstrata.engine.loop import batch_generator
 from deepstrata.errors import ConfigError, DataError
 from deepstrata.tasks.image_classification import ImageClassificationTask, predict_logits, to_float
@@ -148,9 +151,6 @@ class ShardedImageTask:
     """Plugs a shard directory into the training loop; see the module docstring for the order of batches."""
 
     primary_metric = "accuracy"
-    # Batches are already this rank's share of the global batch (from its own shards);
-    # a distributed loop must not slice them again.
-    rank_local_batches = True
     loss = ImageClassificationTask.loss
     describe_augmentation = ImageClassificationTask.describe_augmentation
 
@@ -240,10 +240,12 @@ class ShardedImageTask:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, y
 
-    def predictions(self, model: nn.Module, device: torch.device, split: str = "test"):
-        """Predicted and true labels (int64 ``[n]``) and the summed cross-entropy of a split, read sequentially."""
+    def predictions(self, model: nn.Module, device: torch.device, split: str = "test", part: int = 0,
+                    parts: int = 1):
+        """Predicted and true labels (int64 ``[n]``) and the summed cross-entropy of a split, read sequentially;
+        with ``parts`` > 1 only chunks ``part``, ``part + parts``, ... (one process's share)."""
         predicted, truth, loss_sum = [], [], 0.0
-        for images, labels in self.shards.splits[split].chunks(self.eval_batch_size):
+        for images, labels in self.shards.splits[split].chunks(self.eval_batch_size, part, parts):
             logits = predict_logits(model, torch.from_numpy(images), device, self.eval_batch_size, self.precision,
                                     self.channels_last)
             y = torch.from_numpy(labels)
@@ -255,8 +257,12 @@ class ShardedImageTask:
                 loss_sum)
 
     def validate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
-        predicted, truth, loss_sum = self.predictions(model, device, "val")
-        return {"val_loss": loss_sum / len(truth), "val_accuracy": float((predicted == truth).mean())}
+        env = distributed.current()
+        predicted, truth, loss_sum = self.predictions(model, device, "val", env.rank, env.world_size)
+        sums = torch.tensor([loss_sum, float((predicted == truth).sum()), float(len(truth))], dtype=torch.float64,
+                            device=device)
+        loss_sum, correct, count = distributed.all_reduce_sum(sums).tolist()
+        return {"val_loss": loss_sum / max(count, 1), "val_accuracy": correct / max(count, 1)}
 
     def sample(self, split: str, limit: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """A seeded random sample of at most ``limit`` examples of a split (all of it, in order, if smaller)."""
@@ -287,7 +293,6 @@ def fit_shards(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = Fa
     from deepstrata.baselines.image_features import run_image_baselines
     from deepstrata.config import dump_config, resolved_train
     from deepstrata.engine import checkpoint as ckpt
-    from deepstrata.engine import distributed
     from deepstrata.engine.devices import resolve_device
     from deepstrata.engine.loop import train
     from deepstrata.metrics import classification_metrics, confusion_matrix
@@ -299,15 +304,22 @@ def fit_shards(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = Fa
         if getattr(cfg.data, key) is not None:
             raise ConfigError(f"data.{key}: shards keep the format and size they were written with; "
                               f"give --{key.replace('_', '-')} to `deepstrata shard` instead")
+    if cfg.train.data_on_device:
+        raise ConfigError("train.data_on_device: shards stream from disk; --data-on-device is for data sets "
+                          "that fit in memory")
     started = time.perf_counter()
     shards = open_shards(cfg.data.source)
-    env = distributed.current()
-    main = env.rank == 0
+    env = distributed.setup(resolve_device(cfg.train.device).type)
+    if cfg.train.devices > 1 and not env.active:
+        raise ConfigError(f"devices={cfg.train.devices}: several processes are started by the CLI "
+                          "(`deepstrata fit --devices N`) or by torchrun (`torchrun --nproc-per-node N -m deepstrata fit`)")
+    main = env.is_main
     counts = {name: shards.splits[name].count for name in ("train", "val", "test")}
     if main:
         run_dir = prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
+    distributed.barrier()
     cfg = dataclasses.replace(cfg, train=resolved_train(cfg.train, counts["train"]))
-    device = resolve_device(cfg.train.device)
+    device = distributed.device_for_rank(resolve_device(cfg.train.device))
     in_shape = tuple(shards.image_shape)
     num_classes = len(shards.classes)
     quiet = quiet or not main
@@ -324,8 +336,11 @@ def fit_shards(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = Fa
         channels_last=cfg.train.channels_last,
     )
     params = sum(p.numel() for p in net.parameters())
-    streaming = (f"streamed from {len(task.train.shards)} train shards, shuffle buffer {task.buffer_size} examples"
-                 f"{f', {env.world_size} ranks' if env.world_size > 1 else ''}")
+    streaming = f"streamed from {len(task.train.shards)} train shards, shuffle buffer {task.buffer_size} examples"
+    if env.world_size > 1:
+        used = task.num_batches(cfg.train.batch_size) * cfg.train.batch_size
+        streaming += (f", {env.world_size} ranks reading whole shards: {used:,} of {counts['train']:,} train examples "
+                      "per epoch (a different remainder each epoch)")
     if main:
         ckpt.atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
         write_model_info(run_dir, {
@@ -338,13 +353,15 @@ def fit_shards(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = Fa
             "data": {"source": cfg.data.source, "format": "shards", "notes": shards.notes + [streaming],
                      "input_shape": list(in_shape), "augmentation": task.describe_augmentation()},
         })
-        ckpt.atomic_write_json(run_dir / "provenance.json", provenance(device, cfg.train.seed))
+        ckpt.atomic_write_json(run_dir / "provenance.json",
+                               {**provenance(device, cfg.train.seed), "world_size": env.world_size})
     _say(quiet, f"model: {cfg.model.name} ({params:,} parameters) on {device}; {streaming}; "
                 f"augmentation: {task.describe_augmentation()}")
 
     result = train(net, task, cfg.train, run_dir, resume=resume, quiet=quiet,
                    description=cfg.model.name)
     if not main:
+        distributed.teardown()
         return None
     predicted, truth, _ = task.predictions(net, device, "test")
     rows = [{
@@ -390,4 +407,5 @@ def fit_shards(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = Fa
         print(format_comparison_table(comparison))
         print(f"run directory: {run_dir}")
         print(f"report: {report}")
+    distributed.teardown()
     return Run(run_dir, device=str(device))
