@@ -128,7 +128,6 @@ def fit(
     from deepstrata.data.split import split_dataset
     from deepstrata.metrics import classification_metrics, confusion_matrix
     from deepstrata.models.registry import build_image_model
-    from deepstrata.report import format_comparison_table, write_report
     from deepstrata.tasks.image_classification import ImageClassificationTask, channel_stats, predict_logits
 
     if resume and out is not None and (Path(out) / "config.yaml").is_file() and config is None:
@@ -231,14 +230,18 @@ def fit(
             num_classes, seed=cfg.train.seed,
         ):
             rows.append(baseline.row())
-    comparison = {
-        "task": "image-classification",
-        "data": cfg.data.source,
-        "split": {"train": len(splits.train_y), "val": len(splits.val_y), "test": len(splits.test_y),
-                  "test_is_official": splits.test_is_official, "seed": cfg.train.seed},
-        "primary_metric": "accuracy",
-        "rows": rows,
-    }
+    split = {"train": len(splits.train_y), "val": len(splits.val_y), "test": len(splits.test_y),
+             "test_is_official": splits.test_is_official, "seed": cfg.train.seed}
+    return finish_image_run(run_dir, cfg.data.source, split, rows, device, quiet=quiet)
+
+
+def finish_image_run(run_dir: Path, source: str, split: dict, rows: list[dict], device: torch.device, *,
+                     quiet: bool) -> Run:
+    """Write comparison.json and the report, print the table, leave the process group; rank 0 only."""
+    from deepstrata.report import format_comparison_table, write_report
+
+    comparison = {"task": "image-classification", "data": source, "split": split, "primary_metric": "accuracy",
+                  "rows": rows}
     ckpt.atomic_write_json(run_dir / "comparison.json", comparison)
     report = write_report(run_dir)
     if not quiet:

@@ -297,8 +297,7 @@ def fit_shards(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = Fa
     from deepstrata.engine.loop import train
     from deepstrata.metrics import classification_metrics, confusion_matrix
     from deepstrata.models.registry import build_image_model
-    from deepstrata.report import format_comparison_table, write_report
-    from deepstrata.run import Run, prepare_run_dir, provenance, write_model_info
+    from deepstrata.run import prepare_run_dir, provenance, write_model_info
 
     for key in ("format", "image_size"):
         if getattr(cfg.data, key) is not None:
@@ -394,18 +393,7 @@ def fit_shards(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = Fa
                 row["settings"]["sampled_from_shards"] = {"train": [len(train_y), counts["train"]],
                                                           "val": [len(val_y), counts["val"]]}
                 rows.append(row)
-    comparison = {
-        "task": "image-classification",
-        "data": cfg.data.source,
-        "split": {**counts, "test_is_official": shards.test_is_official, "seed": shards.seed},
-        "primary_metric": "accuracy",
-        "rows": rows,
-    }
-    ckpt.atomic_write_json(run_dir / "comparison.json", comparison)
-    report = write_report(run_dir)
-    if not quiet:
-        print(format_comparison_table(comparison))
-        print(f"run directory: {run_dir}")
-        print(f"report: {report}")
-    distributed.teardown()
-    return Run(run_dir, device=str(device))
+    from deepstrata.api import finish_image_run
+
+    split = {**counts, "test_is_official": shards.test_is_official, "seed": shards.seed}
+    return finish_image_run(run_dir, cfg.data.source, split, rows, device, quiet=quiet)
