@@ -25,7 +25,7 @@ def main(out: Path) -> None:
     splits = split_dataset(load_images("digits"), seed=0)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
-    # 7 validation examples: fewer than... an odd count that 2 processes cannot split evenly.
+    # 7 validation examples: an odd count that 2 processes cannot split evenly.
     task = ImageClassificationTask(splits.train_x, splits.train_y, splits.val_x[:7], splits.val_y[:7],
                                    num_classes=10, label_smoothing=0.1)
     cfg = TrainConfig(epochs=2, batch_size=64, lr=3e-3, device="cpu", seed=0)
