@@ -126,7 +126,6 @@ def fit(
     from deepstrata.baselines.image_features import run_image_baselines
     from deepstrata.data.images import load_images
     from deepstrata.data.split import split_dataset
-    from deepstrata.metrics import classification_metrics, confusion_matrix
     from deepstrata.models.registry import build_image_model
     from deepstrata.tasks.image_classification import ImageClassificationTask, channel_stats, predict_logits
 
@@ -211,18 +210,7 @@ def fit(
                             cfg.train.channels_last)
     predicted = logits.argmax(1).numpy()
     truth = splits.test_y.numpy()
-    rows = [{
-        "name": cfg.model.name,
-        "kind": "learned",
-        "metrics": classification_metrics(truth, predicted, num_classes),
-        "train_seconds": round(result.train_seconds, 3),
-        "feature_dim": net.feature_dim,
-        "params": params,
-        "settings": {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "device": result.device},
-    }]
-    ckpt.atomic_write_json(run_dir / "confusion.json", {
-        "classes": splits.classes, "matrix": confusion_matrix(truth, predicted, num_classes).tolist(),
-    })
+    rows = [learned_row(run_dir, cfg.model.name, splits.classes, truth, predicted, result, net)]
     if cfg.baselines:
         _say(quiet, "baselines: hand-engineered features (HOG + intensity histogram, raw pixels) → logistic regression")
         for baseline in run_image_baselines(
@@ -233,6 +221,26 @@ def fit(
     split = {"train": len(splits.train_y), "val": len(splits.val_y), "test": len(splits.test_y),
              "test_is_official": splits.test_is_official, "seed": cfg.train.seed}
     return finish_image_run(run_dir, cfg.data.source, split, rows, device, quiet=quiet)
+
+
+def learned_row(run_dir: Path, name: str, classes: list[str], truth, predicted, result, net, **settings) -> dict:
+    """The learned model's comparison row on the test split; also writes its confusion matrix."""
+    from deepstrata.metrics import classification_metrics, confusion_matrix
+
+    num_classes = len(classes)
+    ckpt.atomic_write_json(run_dir / "confusion.json", {
+        "classes": classes, "matrix": confusion_matrix(truth, predicted, num_classes).tolist(),
+    })
+    return {
+        "name": name,
+        "kind": "learned",
+        "metrics": classification_metrics(truth, predicted, num_classes),
+        "train_seconds": round(result.train_seconds, 3),
+        "feature_dim": net.feature_dim,
+        "params": sum(p.numel() for p in net.parameters()),
+        "settings": {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "device": result.device,
+                     **settings},
+    }
 
 
 def finish_image_run(run_dir: Path, source: str, split: dict, rows: list[dict], device: torch.device, *,

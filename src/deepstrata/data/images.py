@@ -136,6 +136,31 @@ class _Entry:
     source: str | bytes
 
 
+def folder_geometry(
+    good: list[tuple[str, tuple[int, int]]], image_size: int | None, notes: list[str]
+) -> tuple[int, tuple[int, int]]:
+    """Channels and (height, width) for a folder's readable images, given their (mode, size) probes.
+
+    Gray only if every image is gray; the size is ``image_size`` or the most common one.
+    What was decided is appended to ``notes`` so the run can state it.
+    """
+    channels = 1 if all(mode in _GRAY_MODES for mode, _ in good) else 3
+    if image_size is not None:
+        size = (image_size, image_size)
+        resized = sum(s != (image_size, image_size) for _, s in good)
+        if resized:
+            notes.append(f"resized {resized} of {len(good)} images to {image_size}x{image_size}")
+    else:
+        (w, h), count = Counter(s for _, s in good).most_common(1)[0]
+        size = (h, w)
+        notes.append(f"image size {w}x{h}: the most common size ({count} of {len(good)} images)")
+        if count < len(good):
+            notes.append(f"resized {len(good) - count} images of other sizes to {w}x{h}")
+    if channels == 3 and any(mode in _GRAY_MODES for mode, _ in good):
+        notes.append("converted grayscale images to RGB (the set mixes gray and color)")
+    return channels, size
+
+
 def read_image_folder(path: str | Path, image_size: int | None = None,
                       skip_bad: bool = False) -> ImageDataset:
     """Read ``root/<class>/*`` or ``root/{train,test}/<class>/*``, a folder or a tar archive.
@@ -161,20 +186,7 @@ def read_image_folder(path: str | Path, image_size: int | None = None,
     if not keep:
         raise DataError(f"{path}: none of the {len(entries)} image files could be read")
     good = [probes[i] for i in keep]
-    channels = 1 if all(mode in _GRAY_MODES for mode, _ in good) else 3
-    if image_size is not None:
-        size = (image_size, image_size)
-        resized = sum(s != (image_size, image_size) for _, s in good)
-        if resized:
-            notes.append(f"resized {resized} of {len(good)} images to {image_size}x{image_size}")
-    else:
-        (w, h), count = Counter(s for _, s in good).most_common(1)[0]
-        size = (h, w)
-        notes.append(f"image size {w}x{h}: the most common size ({count} of {len(good)} images)")
-        if count < len(good):
-            notes.append(f"resized {len(good) - count} images of other sizes to {w}x{h}")
-    if channels == 3 and any(mode in _GRAY_MODES for mode, _ in good):
-        notes.append("converted grayscale images to RGB (the set mixes gray and color)")
+    channels, size = folder_geometry(good, image_size, notes)
 
     pixels = np.empty((len(keep), size[0], size[1], channels), dtype=np.uint8)
 

@@ -44,7 +44,6 @@ import os
 import re
 import struct
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
@@ -148,20 +147,7 @@ class FolderSource:
         if not keep:
             raise DataError(f"{path}: none of the {len(entries)} image files could be read")
         good = [probes[i] for i in keep]
-        channels = 1 if all(mode in im._GRAY_MODES for mode, _ in good) else 3
-        if image_size is not None:
-            size = (image_size, image_size)
-            resized = sum(s != (image_size, image_size) for _, s in good)
-            if resized:
-                notes.append(f"resized {resized} of {len(good)} images to {image_size}x{image_size}")
-        else:
-            (w, h), count = Counter(s for _, s in good).most_common(1)[0]
-            size = (h, w)
-            notes.append(f"image size {w}x{h}: the most common size ({count} of {len(good)} images)")
-            if count < len(good):
-                notes.append(f"resized {len(good) - count} images of other sizes to {w}x{h}")
-        if channels == 3 and any(mode in im._GRAY_MODES for mode, _ in good):
-            notes.append("converted grayscale images to RGB (the set mixes gray and color)")
+        channels, size = im.folder_geometry(good, image_size, notes)
         main = [i for i in keep if not is_test[i]]
         test = [i for i in keep if is_test[i]]
         if not main:

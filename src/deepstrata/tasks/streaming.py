@@ -295,7 +295,6 @@ def fit_shards(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = Fa
     from deepstrata.engine import checkpoint as ckpt
     from deepstrata.engine.devices import resolve_device
     from deepstrata.engine.loop import train
-    from deepstrata.metrics import classification_metrics, confusion_matrix
     from deepstrata.models.registry import build_image_model
     from deepstrata.run import prepare_run_dir, provenance, write_model_info
 
@@ -363,19 +362,9 @@ def fit_shards(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = Fa
         distributed.teardown()
         return None
     predicted, truth, _ = task.predictions(net, device, "test")
-    rows = [{
-        "name": cfg.model.name,
-        "kind": "learned",
-        "metrics": classification_metrics(truth, predicted, num_classes),
-        "train_seconds": round(result.train_seconds, 3),
-        "feature_dim": net.feature_dim,
-        "params": params,
-        "settings": {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "device": result.device,
-                     "data": streaming},
-    }]
-    ckpt.atomic_write_json(run_dir / "confusion.json", {
-        "classes": shards.classes, "matrix": confusion_matrix(truth, predicted, num_classes).tolist(),
-    })
+    from deepstrata.api import learned_row
+
+    rows = [learned_row(run_dir, cfg.model.name, shards.classes, truth, predicted, result, net, data=streaming)]
     if cfg.baselines:
         if shards.nbytes("test") > BASELINE_MAX_TEST_BYTES:
             _say(quiet, f"baselines: skipped — the test split ({shards.nbytes('test') / 1e6:.0f} MB of pixels) is "
