@@ -34,6 +34,20 @@ class ClassifierHead(nn.Module):
         return self.fc(self.pool(x))
 
 
+class PixelNormalized:
+    """Mixin for image models: per-channel mean/std of the training split kept as buffers.
+
+    Saved with the weights, so a loaded model normalises its inputs exactly as in training.
+    """
+
+    def register_pixel_stats(self, channels: int, mean: list[float] | None, std: list[float] | None) -> None:
+        self.register_buffer("mean", torch.tensor(mean if mean is not None else [0.5] * channels).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std if std is not None else [0.25] * channels).view(1, -1, 1, 1))
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
 class NamedLayerModel(nn.Module):
     """A model that is a chain of named layers ending in ``head`` (a ``ClassifierHead``).
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from deepstrata.models.base import ClassifierHead, NamedLayerModel
+from deepstrata.models.base import ClassifierHead, NamedLayerModel, PixelNormalized
 
 
 def conv_bn(c_in: int, c_out: int) -> nn.Sequential:
@@ -62,7 +62,7 @@ def stage_count(height: int, width: int, max_stages: int = 3) -> int:
     return max(count, 1)
 
 
-class CNN(NamedLayerModel):
+class CNN(PixelNormalized, NamedLayerModel):
     """Layers: ``stem``, ``stage1`` … ``stageK``, ``head``; input float images [N, C, H, W] in [0, 1]."""
 
     def __init__(
@@ -80,8 +80,7 @@ class CNN(NamedLayerModel):
         stages = depth if depth is not None else stage_count(height, width_px)
         widths = [width * 2**i for i in range(stages)]
         stem_width = max(width // 2, 8)
-        self.register_buffer("mean", torch.tensor(mean if mean is not None else [0.5] * channels).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std if std is not None else [0.25] * channels).view(1, -1, 1, 1))
+        self.register_pixel_stats(channels, mean, std)
         layers: dict[str, nn.Module] = {"stem": conv_bn(channels, stem_width)}
         c_in = stem_width
         # Small images (digits' 8x8) keep full resolution in stage1: there is little to spare.
@@ -99,6 +98,3 @@ class CNN(NamedLayerModel):
             "width": width,
             "depth": stages,
         }
-
-    def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std

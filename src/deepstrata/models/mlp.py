@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import nn
 
-from deepstrata.models.base import ClassifierHead, NamedLayerModel
+from deepstrata.models.base import ClassifierHead, NamedLayerModel, PixelNormalized
 
 
 def dense(n_in: int, n_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(n_in, n_out), nn.BatchNorm1d(n_out), nn.ReLU(inplace=True))
 
 
-class MLP(NamedLayerModel):
+class MLP(PixelNormalized, NamedLayerModel):
     """Layers: ``stem`` (flatten + dense), ``stage1`` … ``stageK`` (dense), ``head``."""
 
     def __init__(
@@ -35,8 +34,7 @@ class MLP(NamedLayerModel):
         channels = in_shape[0]
         hidden = width * 8
         stages = depth if depth is not None else 2
-        self.register_buffer("mean", torch.tensor(mean if mean is not None else [0.5] * channels).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std if std is not None else [0.25] * channels).view(1, -1, 1, 1))
+        self.register_pixel_stats(channels, mean, std)
         layers: dict[str, nn.Module] = {"stem": nn.Sequential(nn.Flatten(), dense(math.prod(in_shape), hidden))}
         for index in range(1, stages + 1):
             layers[f"stage{index}"] = dense(hidden, hidden)
@@ -50,6 +48,3 @@ class MLP(NamedLayerModel):
             "width": width,
             "depth": stages,
         }
-
-    def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
