@@ -127,7 +127,7 @@ def fit(
     from deepstrata.data.images import load_images
     from deepstrata.data.split import split_dataset
     from deepstrata.models.registry import build_image_model
-    from deepstrata.tasks.image_classification import ImageClassificationTask, channel_stats, predict_logits
+    from deepstrata.tasks.image_classification import ImageClassificationTask, channel_stats, flip_mode, to_float
 
     if resume and out is not None and (Path(out) / "config.yaml").is_file() and config is None:
         config = load_config(Path(out) / "config.yaml")
@@ -174,15 +174,17 @@ def fit(
     mean, std = channel_stats(splits.train_x)
     net = build_image_model(cfg.model.name, in_shape, num_classes, width=cfg.model.width, depth=cfg.model.depth,
                             mean=mean, std=std)
-    # Mirroring keeps the label of natural photos, not of digits or letters.
-    flip = in_shape[0] == 3
+    if hasattr(net, "init_whitening"):  # the whitened CNN's stem is fitted to 5,000 random training images
+        sample = torch.randperm(len(splits.train_x), generator=torch.Generator().manual_seed(cfg.train.seed))[:5000]
+        net.init_whitening(to_float(splits.train_x[sample]))
     data_device = device if cfg.train.data_on_device else torch.device("cpu")
     task = ImageClassificationTask(
         splits.train_x.to(data_device), splits.train_y.to(data_device), splits.val_x.to(data_device),
         splits.val_y.to(data_device),
-        num_classes=num_classes, augment=cfg.train.augment, flip=flip,
-        label_smoothing=cfg.train.label_smoothing, eval_batch_size=cfg.train.eval_batch_size,
-        precision=cfg.train.precision, channels_last=cfg.train.channels_last,
+        num_classes=num_classes, augment=cfg.train.augment, flip=flip_mode(cfg.train.flip, in_shape[0]),
+        translate=cfg.train.translate, label_smoothing=cfg.train.label_smoothing,
+        eval_batch_size=cfg.train.eval_batch_size, precision=cfg.train.precision,
+        channels_last=cfg.train.channels_last, tta=cfg.train.tta,
     )
     params = sum(p.numel() for p in net.parameters())
     model_info = {
@@ -206,8 +208,7 @@ def fit(
     if not env.is_main:
         distributed.teardown()
         return None
-    logits = predict_logits(net, splits.test_x, device, cfg.train.eval_batch_size, cfg.train.precision,
-                            cfg.train.channels_last)
+    logits = task.predict(net, splits.test_x, device)
     predicted = logits.argmax(1).numpy()
     truth = splits.test_y.numpy()
     rows = [learned_row(run_dir, cfg.model.name, splits.classes, truth, predicted, result, net)]

@@ -15,7 +15,7 @@ from deepstrata import __version__, cli_inspect, cli_recommend, cli_text
 from deepstrata import cli_shard
 from deepstrata.config import DEVICES, PRECISIONS, SCHEDULES
 from deepstrata.errors import DeepstrataError
-from deepstrata.models.registry import MODEL_NAMES
+from deepstrata.models.registry import IMAGE_MODELS, MODEL_NAMES
 
 IMAGE_FORMATS = ("digits", "folder", "idx", "cifar")
 
@@ -97,7 +97,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                        "scaling efficiency, and on a GPU fp32/bf16 with and without compile and data on device, "
                        "with model FLOP utilisation.")
     p.add_argument("--data", default="mnist", metavar="SOURCE", help="image source (default mnist)")
-    p.add_argument("--model", default="cnn", choices=("cnn", "mlp"), help="model family (default cnn)")
+    p.add_argument("--model", default="cnn", choices=IMAGE_MODELS, help="model family (default cnn)")
     p.add_argument("--width", type=int, help="model width (default: the model's)")
     p.add_argument("--processes", type=int, default=2, help="CPU processes for the gloo row (default 2)")
     p.add_argument("--batch-size", type=int, default=256, help="global batch (default 256)")

@@ -19,6 +19,8 @@ from deepstrata.errors import ConfigError
 DEVICES = ("auto", "cpu", "cuda", "mps")
 SCHEDULES = ("onecycle", "cosine", "constant")
 PRECISIONS = ("32", "bf16", "fp16")
+OPTIMIZERS = ("adamw", "sgd")
+FLIPS = ("auto", "random", "alternate", "none")
 
 
 def _check_choice(key: str, value: Any, choices: tuple) -> None:
@@ -37,7 +39,12 @@ def _check_positive(key: str, value: Any, *, allow_zero: bool = False, kind: typ
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the data comes from and how it is split."""
+    """Where the data comes from and how it is split.
+
+    ``val_fraction`` 0 (image runs with an official test split only) trains on every
+    training example and keeps the last epoch's weights: the speed-run protocol, where
+    nothing is selected on held-out data so none needs holding out.
+    """
 
     source: str = "digits"
     format: str | None = None
@@ -54,8 +61,11 @@ class DataConfig:
             _check_positive("data.image_size", self.image_size)
         for key in ("val_fraction", "test_fraction"):
             value = getattr(self, key)
-            if not isinstance(value, (int, float)) or not 0.0 < float(value) < 1.0:
-                raise ConfigError(f"data.{key}: got {value!r}, expected a number between 0 and 1")
+            low_ok = key == "val_fraction" and isinstance(value, (int, float)) and float(value) == 0.0
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not (
+                    low_ok or 0.0 < float(value) < 1.0):
+                raise ConfigError(f"data.{key}: got {value!r}, expected a number between 0 and 1"
+                                  + (" (0: no validation split)" if key == "val_fraction" else ""))
 
 
 @dataclass(frozen=True)
@@ -80,7 +90,15 @@ class TrainConfig:
     """Optimisation, schedule and bookkeeping for the one training loop.
 
     ``epochs`` and ``batch_size`` left as ``None`` are sized from the data by
-    ``resolved_for`` (and saved resolved with the run).
+    ``resolved_train`` (and saved resolved with the run).
+
+    The defaults (AdamW, one-cycle, random flips) suit any data. The fields after
+    ``threads`` carry the CIFAR-10 speed-run recipe (``configs/cifar10-94.yaml``, after
+    Jordan's airbench): Nesterov SGD with a large learning rate for the BatchNorm biases
+    (``norm_lr_scale``), a one-cycle that starts and ends above zero (``lr_start``,
+    ``lr_end`` as fractions of ``lr``), a Lookahead pull towards a slow moving average of
+    the weights, flips that alternate by epoch instead of being drawn at random, and
+    test-time augmentation (mirror + 1-pixel translations averaged).
     """
 
     epochs: int | None = None
@@ -103,6 +121,15 @@ class TrainConfig:
     checkpoint_every: int = 0
     eval_batch_size: int = 1024
     threads: int | None = None
+    optimizer: str = "adamw"
+    momentum: float = 0.9
+    norm_lr_scale: float = 1.0
+    lr_start: float = 0.0
+    lr_end: float = 0.0
+    lookahead: bool = False
+    flip: str = "auto"
+    translate: int | None = None
+    tta: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs is not None:
@@ -127,6 +154,20 @@ class TrainConfig:
             raise ConfigError(f"train.warmup_fraction: got {self.warmup_fraction!r}, expected 0 <= value < 1")
         if self.threads is not None:
             _check_positive("train.threads", self.threads)
+        _check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("train.flip", self.flip, FLIPS)
+        if not isinstance(self.momentum, (int, float)) or not 0.0 <= float(self.momentum) < 1.0:
+            raise ConfigError(f"train.momentum: got {self.momentum!r}, expected 0 <= value < 1")
+        _check_positive("train.norm_lr_scale", self.norm_lr_scale, kind=float)
+        for key in ("lr_start", "lr_end"):
+            value = getattr(self, key)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= float(value) <= 1.0:
+                raise ConfigError(f"train.{key}: got {value!r}, expected a fraction of train.lr between 0 and 1")
+        for key in ("lookahead", "tta"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"train.{key}: got {getattr(self, key)!r}, expected true or false")
+        if self.translate is not None:
+            _check_positive("train.translate", self.translate, allow_zero=True)
 
 
 SPLITS = ("leave-last-out", "temporal")

@@ -73,10 +73,29 @@ def _git_commit() -> str | None:
         return None
 
 
+def _package_version(module: str, distribution: str) -> str | None:
+    """``module.__version__`` without importing it when it is not loaded yet.
+
+    Importing scikit-learn (it pulls in SciPy) costs 1-2 s; a run that never touched it
+    (``--no-baselines``) reads the same version string from the installed metadata.
+    """
+    loaded = sys.modules.get(module)
+    if loaded is not None and getattr(loaded, "__version__", None):
+        return loaded.__version__
+    from importlib import metadata
+
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        pass
+    try:
+        return __import__(module).__version__
+    except ImportError:
+        return None
+
+
 def provenance(device: torch.device, seed: int) -> dict:
     """What is needed to reproduce a run months later."""
-    import sklearn
-
     return {
         "deepstrata": __version__,
         "git_commit": _git_commit(),
@@ -84,7 +103,7 @@ def provenance(device: torch.device, seed: int) -> dict:
         "platform": platform.platform(),
         "torch": torch.__version__,
         "numpy": np.__version__,
-        "scikit-learn": sklearn.__version__,
+        "scikit-learn": _package_version("sklearn", "scikit-learn"),
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
         "seed": seed,
@@ -202,9 +221,12 @@ class Run:
         return inspect_run(self, data, **kwargs)
 
     def _logits(self, images: torch.Tensor) -> torch.Tensor:
-        from deepstrata.tasks.image_classification import predict_logits
+        """Logits as the run scored its test split: with test-time augmentation if it trained with it."""
+        from deepstrata.tasks.image_classification import flip_mode, predict_logits
 
-        return predict_logits(self.model, images, self.device)
+        train = self.config.train
+        mirror = flip_mode(train.flip, self.info["spec"]["in_shape"][0]) != "none"
+        return predict_logits(self.model, images, self.device, tta=train.tta, mirror=mirror)
 
     def predict(self, paths: str | Path | list[str | Path]) -> list[Prediction]:
         """Label and probability for each image file (or every image in a folder); for a text run, each string."""

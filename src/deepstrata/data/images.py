@@ -407,8 +407,12 @@ def read_idx_dir(path: str | Path) -> ImageDataset:
     path = Path(path)
     if not path.is_dir():
         raise DataError(f"{path}: expected a folder of IDX files (train-images-idx3-ubyte[.gz], ...)")
-    x, y = _idx_pair(path, "train", required=True)
-    test_x, test_y = _idx_pair(path, "t10k", required=False)
+    # The test pair is decompressed on a second thread while this one reads the training
+    # pair (zlib releases the GIL); a training-pair error is still the one raised first.
+    with ThreadPoolExecutor(1) as pool:
+        test = pool.submit(_idx_pair, path, "t10k", required=False)
+        x, y = _idx_pair(path, "train", required=True)
+        test_x, test_y = test.result()
     top = max(int(y.max()), int(test_y.max()) if test_y is not None and len(test_y) else 0)
     return ImageDataset(x=x, y=y, classes=[str(i) for i in range(top + 1)], test_x=test_x,
                         test_y=test_y, source=str(path), format="idx")

@@ -114,12 +114,19 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torc
     optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
 
 
-def save_checkpoint(directory: Path, name: str, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
-    """Write ``name.safetensors`` (weights), ``name.train.safetensors`` (optimizer, RNG) and ``name.json``."""
+def save_checkpoint(directory: Path, name: str, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict,
+                    extra: dict[str, torch.Tensor] | None = None) -> None:
+    """Write ``name.safetensors`` (weights), ``name.train.safetensors`` (optimizer, RNG) and ``name.json``.
+
+    ``extra`` holds other training state as named tensors (e.g. Lookahead's average);
+    ``load_checkpoint`` copies them back into the same dict's tensors.
+    """
     directory = Path(directory)
     step = str(state["step"])
     save_weights(directory / f"{name}.safetensors", model, {"step": step})
     tensors, optimizer_meta = _optimizer_tensors(optimizer)
+    for key, value in (extra or {}).items():
+        tensors[f"extra.{key}"] = value
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
         for index, rng in enumerate(torch.cuda.get_rng_state_all()):
@@ -128,8 +135,9 @@ def save_checkpoint(directory: Path, name: str, model: nn.Module, optimizer: tor
     atomic_write_json(directory / f"{name}.json", {**state, "optimizer": optimizer_meta})
 
 
-def load_checkpoint(directory: Path, name: str, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict:
-    """Restore weights, optimizer and RNG state; return the saved loop state."""
+def load_checkpoint(directory: Path, name: str, model: nn.Module, optimizer: torch.optim.Optimizer | None,
+                    extra: dict[str, torch.Tensor] | None = None) -> dict:
+    """Restore weights, optimizer, RNG state and ``extra``'s tensors (in place); return the saved loop state."""
     directory = Path(directory)
     meta_path = directory / f"{name}.json"
     if not meta_path.is_file():
@@ -146,6 +154,12 @@ def load_checkpoint(directory: Path, name: str, model: nn.Module, optimizer: tor
     tensors = _load_tensors(directory / f"{name}.train.safetensors")
     if optimizer is not None:
         _restore_optimizer(optimizer, tensors, state.pop("optimizer"))
+    for key, value in (extra or {}).items():
+        saved = tensors.get(f"extra.{key}")
+        if saved is None or saved.shape != value.shape:
+            raise RunError(f"{directory / name}.train.safetensors: no saved {key!r} of shape {tuple(value.shape)}; "
+                           "the run was started with other settings")
+        value.copy_(saved)
     torch.set_rng_state(tensors["rng.torch"])
     cuda_states = [tensors[k] for k in sorted(t for t in tensors if t.startswith("rng.cuda."))]
     if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():

@@ -29,7 +29,8 @@ from tqdm import tqdm
 from deepstrata.config import TrainConfig, resolved_train
 from deepstrata.engine import checkpoint as ckpt
 from deepstrata.engine import distributed
-from deepstrata.engine.devices import autocast, move, resolve_device
+from deepstrata.engine.devices import autocast, move, resolve_device, synchronize
+from deepstrata.engine.lookahead import Lookahead
 
 
 class Task(Protocol):
@@ -57,25 +58,52 @@ def batch_generator(seed: int, epoch: int, index: int = -1) -> torch.Generator:
 
 
 def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
-    """Learning rate at ``step``: one-cycle (linear warm-up, linear decay), cosine with warm-up, or constant."""
+    """Learning rate at ``step``: one-cycle (linear warm-up, linear decay), cosine with warm-up, or constant.
+
+    Warm-up rises from ``lr_start * lr`` and the decay ends at ``lr_end * lr`` (both 0 by
+    default); the speed-run recipe starts at 0.2 and ends at 0.07 of the peak.
+    """
     if config.schedule == "constant" or total_steps <= 1:
         return config.lr
     warmup = max(1, int(config.warmup_fraction * total_steps)) if config.warmup_fraction > 0 else 0
     if step < warmup:
-        return config.lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total_steps - warmup)
+        return config.lr * (config.lr_start + (1.0 - config.lr_start) * (step + 1) / warmup)
+    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
     if config.schedule == "onecycle":
-        return config.lr * max(0.0, 1.0 - progress)
-    return config.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        shape = 1.0 - progress
+    else:
+        shape = 0.5 * (1.0 + math.cos(math.pi * progress))
+    return config.lr * (config.lr_end + (1.0 - config.lr_end) * max(0.0, shape))
+
+
+_NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; weight decay only on weight matrices and kernels, not on norms and biases."""
-    decay, no_decay = [], []
+    """AdamW (default) or Nesterov SGD over three groups: kernels, other biases, norm parameters.
+
+    AdamW decays only weight matrices and kernels. SGD decays every parameter by the same
+    amount per step, as the CIFAR speed-run recipes do. Norm parameters (BatchNorm,
+    LayerNorm) learn ``norm_lr_scale`` times faster; under SGD their weight decay is
+    divided by the same factor so that the shrink per step stays that of the others. Each
+    group's ``lr_scale`` is applied by the loop when it sets the scheduled rate.
+    """
+    norm_ids = {id(p) for module in model.modules() if isinstance(module, _NORMS)
+                for p in module.parameters(recurse=False)}
+    kernels, biases, norms = [], [], []
     for param in model.parameters():
         if param.requires_grad:
-            (decay if param.dim() >= 2 else no_decay).append(param)
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            (norms if id(param) in norm_ids else kernels if param.dim() >= 2 else biases).append(param)
+    sgd = config.optimizer == "sgd"
+    scale = config.norm_lr_scale
+    groups = [
+        {"params": kernels, "weight_decay": config.weight_decay, "lr_scale": 1.0},
+        {"params": biases, "weight_decay": config.weight_decay if sgd else 0.0, "lr_scale": 1.0},
+        {"params": norms, "weight_decay": config.weight_decay / scale if sgd else 0.0, "lr_scale": scale},
+    ]
+    groups = [group for group in groups if group["params"]]
+    if sgd:
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0)
     return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99), eps=1e-8)
 
 
@@ -138,10 +166,12 @@ def train(
     loop = {"epoch": 0, "batch": 0, "step": 0, "best_metric": -math.inf, "best_loss": math.inf, "best_epoch": 0,
             "bad_epochs": 0, "seconds": 0.0}
     history: list[dict] = []
+    lookahead = Lookahead(model) if config.lookahead else None
+    extra = lookahead.average if lookahead is not None else None
     if resume:
         if ckpt_dir is None:
             raise ValueError("resume needs a run directory")
-        loop = ckpt.load_checkpoint(ckpt_dir, "last", model, optimizer)
+        loop = ckpt.load_checkpoint(ckpt_dir, "last", model, optimizer, extra)
         if metrics_path is not None:
             history = _read_history(metrics_path, loop["epoch"])
             ckpt.atomic_write_text(metrics_path, "".join(json.dumps(row) + "\n" for row in history))
@@ -154,7 +184,7 @@ def train(
 
     def save(name: str) -> None:
         if ckpt_dir is not None and main:
-            ckpt.save_checkpoint(ckpt_dir, name, model, optimizer, loop)
+            ckpt.save_checkpoint(ckpt_dir, name, model, optimizer, loop, extra)
 
     show = main and not quiet and sys.stderr.isatty()
     stopped_early = bool(config.patience and loop["bad_epochs"] >= config.patience)
@@ -181,7 +211,7 @@ def train(
             batch = move(batch, device)
             lr = learning_rate(config, loop["step"], total_steps)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)
             with autocast(device, config.precision):
                 loss, correct = task.loss(net, batch)
             optimizer.zero_grad(set_to_none=True)
@@ -197,6 +227,8 @@ def train(
                 sums[1] += correct
             seen += count
             loop["step"] += 1
+            if lookahead is not None:
+                lookahead.step(model, loop["step"], total_steps)
             if show:
                 bar.update(1)
                 if index % 10 == 0 or index == steps_per_epoch - 1:
@@ -206,6 +238,7 @@ def train(
                         postfix["acc"] = f"{sums[1].item() / seen:.4f}"
                     bar.set_postfix(postfix)
             if config.checkpoint_every and loop["step"] % config.checkpoint_every == 0 and index + 1 < steps_per_epoch:
+                synchronize(device)
                 loop.update(epoch=epoch, batch=index + 1, seconds=loop["seconds"] + time.perf_counter() - epoch_start)
                 so_far = distributed.all_reduce_sum(
                     torch.cat([sums, torch.tensor([seen], dtype=torch.float64, device=device)])).tolist()
@@ -214,6 +247,7 @@ def train(
                 save("last")
                 del loop["partial"]
         bar.close()
+        synchronize(device)  # queued GPU work belongs to this epoch's time
         loop["seconds"] += time.perf_counter() - epoch_start
         totals = distributed.all_reduce_sum(torch.cat([sums, torch.tensor([seen], dtype=torch.float64, device=device)]))
         row = {"epoch": epoch + 1, "step": loop["step"], "train_loss": totals[0].item() / max(totals[2].item(), 1)}
@@ -227,12 +261,13 @@ def train(
             with metrics_path.open("a", encoding="utf-8") as handle:
                 handle.write(json.dumps(row) + "\n")
         # Ties on the metric (common on small validation splits) go to the lower validation loss.
-        improved = row[metric_key] > loop["best_metric"] or (
+        # Without a validation split (val_fraction 0) every epoch "improves": the last one is kept.
+        improved = metric_key not in row or row[metric_key] > loop["best_metric"] or (
             row[metric_key] == loop["best_metric"] and row.get("val_loss", math.inf) < loop.get("best_loss", math.inf)
         )
         if improved:
-            loop.update(best_metric=row[metric_key], best_loss=row.get("val_loss", math.inf), best_epoch=epoch + 1,
-                        bad_epochs=0)
+            loop.update(best_metric=row.get(metric_key, -math.inf), best_loss=row.get("val_loss", math.inf),
+                        best_epoch=epoch + 1, bad_epochs=0)
             if ckpt_dir is None:
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             elif main:

@@ -20,18 +20,23 @@ class ClassifierHead(nn.Module):
     the classifier sees, and lets transfer swap ``fc`` for a new label set.
     """
 
-    def __init__(self, in_features: int, num_classes: int, *, spatial: bool) -> None:
+    def __init__(self, in_features: int, num_classes: int, *, spatial: bool, bias: bool = True,
+                 scale: float = 1.0) -> None:
         super().__init__()
         self.spatial = spatial
-        self.fc = nn.Linear(in_features, num_classes)
+        self.scale = scale  # a fixed temperature on the logits (the whitened CNN's 1/9)
+        self.fc = nn.Linear(in_features, num_classes, bias=bias)
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
-        if self.spatial:
-            x = torch.amax(x, dim=(2, 3)) if x.dim() == 4 else x
+        if self.spatial and x.dim() == 4:
+            # max over flattened positions, not torch.amax(dim=(2, 3)): under torch.compile with
+            # bf16 autocast, amax's backward gave NaN gradients (torch 2.11 CUDA and 2.13 CPU).
+            x = x.flatten(2).max(dim=2).values
         return x.flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.pool(x))
+        logits = self.fc(self.pool(x))
+        return logits * self.scale if self.scale != 1.0 else logits
 
 
 class PixelNormalized:

@@ -17,19 +17,25 @@ from deepstrata.errors import RunError
 
 def _image(family: str) -> Callable[[dict], nn.Module]:
     def build(spec: dict) -> nn.Module:
-        from deepstrata.models.cnn import CNN
-        from deepstrata.models.mlp import MLP
-
-        cls = {"cnn": CNN, "mlp": MLP}[family]
-        return cls(tuple(spec["in_shape"]), spec["num_classes"], width=spec["width"], depth=spec["depth"])
+        return _image_classes()[family](tuple(spec["in_shape"]), spec["num_classes"], width=spec["width"],
+                                        depth=spec["depth"])
 
     return build
+
+
+def _image_classes() -> dict[str, type]:
+    from deepstrata.models.cnn import CNN
+    from deepstrata.models.mlp import MLP
+    from deepstrata.models.whitened_cnn import WhitenedCNN
+
+    return {"cnn": CNN, "mlp": MLP, "whitened-cnn": WhitenedCNN}
 
 
 # family name -> builder from a saved spec. Families of other tasks add their line here.
 BUILDERS: dict[str, Callable[[dict], nn.Module]] = {
     "cnn": _image("cnn"),
     "mlp": _image("mlp"),
+    "whitened-cnn": _image("whitened-cnn"),
 }
 
 
@@ -45,7 +51,7 @@ def _recsys(family: str) -> Callable[[dict], nn.Module]:
 BUILDERS["mf"] = _recsys("mf")
 BUILDERS["sasrec"] = _recsys("sasrec")
 
-IMAGE_MODELS: tuple[str, ...] = ("cnn", "mlp")
+IMAGE_MODELS: tuple[str, ...] = ("cnn", "mlp", "whitened-cnn")
 TEXT_MODELS: tuple[str, ...] = ("transformer", "minilm")
 RECOMMEND_MODELS: tuple[str, ...] = ("sasrec", "mf")
 
@@ -71,10 +77,7 @@ MODEL_NAMES: tuple[str, ...] = IMAGE_MODELS + TEXT_MODELS + RECOMMEND_MODELS
 
 
 def build_image_model(name: str, in_shape, num_classes: int, **kwargs) -> nn.Module:
-    from deepstrata.models.cnn import CNN
-    from deepstrata.models.mlp import MLP
-
-    return {"cnn": CNN, "mlp": MLP}[name](tuple(in_shape), num_classes, **kwargs)
+    return _image_classes()[name](tuple(in_shape), num_classes, **kwargs)
 
 
 def build_model(spec: dict) -> nn.Module:

@@ -31,12 +31,27 @@ def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     return x.mean(dim=(0, 2, 3)).tolist(), x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
 
 
+def tta_views(x: torch.Tensor, mirror: bool) -> list[tuple[float, torch.Tensor]]:
+    """Test-time augmentation as (weight, view) pairs: half the weight on the image (and its
+    mirror image), half on copies shifted one pixel up-left and down-right (edges reflected)."""
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    shifted = [padded[..., :h, :w], padded[..., 2 : h + 2, 2 : w + 2]]
+    views = [(0.5, x)] + [(0.25, view) for view in shifted]
+    if mirror:
+        views = [(weight / 2, v) for weight, view in views for v in (view, view.flip(-1))]
+    return views
+
+
 @torch.inference_mode()
 def predict_logits(
     model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 1024, precision: str = "32",
-    channels_last: bool = False,
+    channels_last: bool = False, tta: bool = False, mirror: bool = False,
 ) -> torch.Tensor:
-    """Logits for uint8 or float images, in eval mode, batch by batch; returned on the CPU as float32."""
+    """Logits for uint8 or float images, in eval mode, batch by batch; returned on the CPU as float32.
+
+    ``tta`` averages the logits over ``tta_views`` (with mirror images when ``mirror``).
+    """
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
@@ -44,8 +59,23 @@ def predict_logits(
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, precision):
-            out.append(model(x).float().cpu())
+            if tta:
+                logits = sum(weight * model(view).float() for weight, view in tta_views(x, mirror))
+            else:
+                logits = model(x).float()
+        out.append(logits.cpu())
     return torch.cat(out) if out else torch.empty(0)
+
+
+FLIP_MODES = ("random", "alternate", "none")
+
+
+def flip_mode(setting: str, channels: int) -> str:
+    """``train.flip`` resolved: ``auto`` mirrors colour photos at random and never mirrors
+    grey images, whose classes (digits, letters) mirroring can change."""
+    if setting == "auto":
+        return "random" if channels == 3 else "none"
+    return setting
 
 
 class ImageClassificationTask:
@@ -62,18 +92,29 @@ class ImageClassificationTask:
         *,
         num_classes: int,
         augment: bool = True,
-        flip: bool = False,
+        flip: bool | str = False,
+        translate: int | None = None,
         label_smoothing: float = 0.0,
         eval_batch_size: int = 1024,
         precision: str = "32",
         channels_last: bool = False,
+        tta: bool = False,
     ) -> None:
+        """``flip``: ``"random"`` (or True) mirrors a random half of each batch;
+        ``"alternate"`` mirrors a fixed random half of the data on even epochs and the other
+        half on odd ones, so every image is seen both ways within two epochs (airbench's
+        alternating flip); ``"none"`` (or False) never mirrors. ``translate`` is the random
+        crop's padding in pixels (default: by image size, see ``crop_padding``)."""
         self.train_x, self.train_y = train_x, train_y
         self.val_x, self.val_y = val_x, val_y
         self.num_classes = num_classes
         self.augment = augment
-        self.flip = flip
-        self.padding = crop_padding(*train_x.shape[-2:])
+        self.flip = {True: "random", False: "none"}.get(flip, flip)
+        if self.flip not in FLIP_MODES:
+            raise ValueError(f"flip: got {flip!r}, expected one of {', '.join(FLIP_MODES)}")
+        self.padding = crop_padding(*train_x.shape[-2:]) if translate is None else translate
+        self.tta = tta
+        self._flip_halves: dict[int, torch.Tensor] = {}
         self.label_smoothing = label_smoothing
         self.eval_batch_size = eval_batch_size
         self.precision = precision
@@ -82,7 +123,8 @@ class ImageClassificationTask:
     def describe_augmentation(self) -> str:
         if not self.augment:
             return "none"
-        return f"random crop (pad {self.padding})" + (" + horizontal flip" if self.flip else "")
+        flip = {"random": " + horizontal flip", "alternate": " + horizontal flip (alternating by epoch)"}
+        return f"random crop (pad {self.padding})" + flip.get(self.flip, "")
 
     @property
     def num_examples(self) -> int:
@@ -108,11 +150,26 @@ class ImageClassificationTask:
             if self.augment:
                 generator = batch_generator(seed, epoch, index)
                 x = random_crop(x, self.padding, generator, len(idx), part)
-                if self.flip:
+                if self.flip == "random":
                     x = random_flip(x, generator, len(idx), part)
+                elif self.flip == "alternate":
+                    flipped = (self.flip_half(seed)[idx[part]] ^ bool(epoch % 2)).to(x.device)
+                    x = torch.where(flipped[:, None, None, None], x.flip(3), x)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, self.train_y[local]
+
+    def flip_half(self, seed: int) -> torch.Tensor:
+        """The fixed random half of the training images that alternating flips mirror on even epochs."""
+        if seed not in self._flip_halves:
+            draw = torch.rand(len(self.train_x), generator=batch_generator(seed, -1))
+            self._flip_halves[seed] = draw < 0.5
+        return self._flip_halves[seed]
+
+    def predict(self, model: nn.Module, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """Logits as this task scores them (test-time augmentation included when on)."""
+        return predict_logits(model, images, device, self.eval_batch_size, self.precision, self.channels_last,
+                              tta=self.tta, mirror=self.flip != "none")
 
     def loss(self, model: nn.Module, batch: tuple) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = batch
@@ -125,8 +182,10 @@ class ImageClassificationTask:
         and the sums are added across processes, so no example is counted twice."""
         env = distributed.current()
         part = slice(env.rank, None, env.world_size)
+        if len(self.val_y) == 0:
+            return {}  # no validation split (val_fraction 0): the loop keeps the last epoch
         x, y = self.val_x[part], self.val_y[part].cpu()
-        logits = predict_logits(model, x, device, self.eval_batch_size, self.precision, self.channels_last)
+        logits = self.predict(model, x, device)
         sums = torch.tensor([
             F.cross_entropy(logits, y, reduction="sum").item() if len(y) else 0.0,
             float((logits.argmax(1) == y).sum()) if len(y) else 0.0,

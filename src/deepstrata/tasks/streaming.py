@@ -48,7 +48,7 @@ from deepstrata.data.shards import Shard, ShardSet, SplitShards, open_shards
 from deepstrata.engine import distributed
 from deepstrata.engine.loop import batch_generator
 from deepstrata.errors import ConfigError, DataError
-from deepstrata.tasks.image_classification import ImageClassificationTask, predict_logits, to_float
+from deepstrata.tasks.image_classification import ImageClassificationTask, flip_mode, predict_logits, to_float
 
 DEFAULT_BUFFER_EXAMPLES = 16_384
 DEFAULT_BUFFER_BYTES = 256 * 2**20
@@ -305,6 +305,12 @@ def fit_shards(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = Fa
     if cfg.train.data_on_device:
         raise ConfigError("train.data_on_device: shards stream from disk; --data-on-device is for data sets "
                           "that fit in memory")
+    for key, value, refused in (("train.flip", cfg.train.flip, cfg.train.flip == "alternate"),
+                                ("train.tta", cfg.train.tta, cfg.train.tta),
+                                ("model.name", cfg.model.name, cfg.model.name == "whitened-cnn")):
+        if refused:
+            raise ConfigError(f"{key}: {value!r} is for in-memory image runs (it needs the training set at hand "
+                              "before training); shards stream")
     started = time.perf_counter()
     shards = open_shards(cfg.data.source)
     env = distributed.setup(resolve_device(cfg.train.device).type)
@@ -329,7 +335,7 @@ def fit_shards(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = Fa
                             mean=shards.mean, std=shards.std)
     task = ShardedImageTask(
         shards, buffer_size=buffer_size, rank=env.rank, world_size=env.world_size,
-        augment=cfg.train.augment, flip=in_shape[0] == 3, label_smoothing=cfg.train.label_smoothing,
+        augment=cfg.train.augment, flip=flip_mode(cfg.train.flip, in_shape[0]) == "random", label_smoothing=cfg.train.label_smoothing,
         eval_batch_size=cfg.train.eval_batch_size, precision=cfg.train.precision,
         channels_last=cfg.train.channels_last,
     )

@@ -344,6 +344,9 @@ def fit_text(data, model: str | None = None, *, config: RunConfig | str | Path |
     if resume and config is None and (Path(out) / "config.yaml").is_file():
         config = load_config(Path(out) / "config.yaml")
     cfg = resolve_text_config(data, model, config, overrides)
+    if cfg.data.val_fraction == 0:
+        raise ConfigError("data.val_fraction: 0 (no validation split) is for image runs; text runs select "
+                          "their best epoch on a validation split")
     started = time.perf_counter()
     dataset = _load_data(data, cfg)
     cfg = cfg.override(text={"text_column": dataset.text_column, "label_column": dataset.label_column,
