@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pickle
 import re
 import subprocess
@@ -126,27 +127,36 @@ def run_deepstrata(batches: Path, out: Path, precision: str, epochs: int | None,
             "epochs": row["settings"]["epochs_run"], "seed": seed}
 
 
+def torchvision_standin(folder: Path) -> Path:
+    """Write the stand-in ``torchvision`` package under ``folder``; returns the path to put on PYTHONPATH."""
+    shim = folder / "standin"
+    for name, text in TORCHVISION_STANDIN.items():
+        (shim / name).parent.mkdir(parents=True, exist_ok=True)
+        (shim / name).write_text(text)
+    return shim
+
+
+def airbench_final_rows(stdout: str) -> list[dict]:
+    """The last row of each table airbench prints: |  run  |  eval  | ... | tta_val_acc | total_time_seconds |
+    (the run cell is blank after a run's first row)."""
+    rows = []
+    for line in re.findall(r"\|[^|\n]*\|\s*eval\s*\|[^\n]*", stdout):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        rows.append({"side": "airbench94", "test_accuracy": float(cells[5]), "seconds": float(cells[6])})
+    return rows
+
+
 def run_airbench(folder: Path, runs: int) -> list[dict]:
-    env = dict(__import__("os").environ)
+    env = dict(os.environ)
     try:
         __import__("torchvision")
     except Exception:  # noqa: BLE001 - any import failure means we need the stand-in
-        shim = folder / "standin"
-        for name, text in TORCHVISION_STANDIN.items():
-            (shim / name).parent.mkdir(parents=True, exist_ok=True)
-            (shim / name).write_text(text)
-        env["PYTHONPATH"] = f"{shim}:{env.get('PYTHONPATH', '')}"
+        env["PYTHONPATH"] = f"{torchvision_standin(folder)}:{env.get('PYTHONPATH', '')}"
     out = subprocess.run([sys.executable, "-c", AIRBENCH_SCRIPT, str(runs)], cwd=folder, env=env,
                          capture_output=True, text=True, timeout=600)
     print(out.stdout[-3000:], out.stderr[-3000:], file=sys.stderr)
-    rows, walls = [], [float(w) for w in re.findall(r"WALL ([\d.]+)", out.stdout)]
-    # The final row of each run's table: |  run  |  eval  | ... | tta_val_acc | total_time_seconds |
-    finals = re.findall(r"\|[^|\n]*\|\s*eval\s*\|[^\n]*", out.stdout)
-    for line, wall in zip(finals, walls):
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        rows.append({"side": "airbench94", "test_accuracy": float(cells[5]), "seconds": float(cells[6]),
-                     "wall_seconds": round(wall, 2)})
-    return rows
+    walls = [float(w) for w in re.findall(r"WALL ([\d.]+)", out.stdout)]
+    return [{**row, "wall_seconds": round(wall, 2)} for row, wall in zip(airbench_final_rows(out.stdout), walls)]
 
 
 def main() -> None:

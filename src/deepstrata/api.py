@@ -182,9 +182,9 @@ def fit(
         splits.train_x.to(data_device), splits.train_y.to(data_device), splits.val_x.to(data_device),
         splits.val_y.to(data_device),
         num_classes=num_classes, augment=cfg.train.augment, flip=flip_mode(cfg.train.flip, in_shape[0]),
-        translate=cfg.train.translate, label_smoothing=cfg.train.label_smoothing,
-        eval_batch_size=cfg.train.eval_batch_size, precision=cfg.train.precision,
-        channels_last=cfg.train.channels_last, tta=cfg.train.tta,
+        translate=cfg.train.translate, translate_fill=cfg.train.translate_fill,
+        label_smoothing=cfg.train.label_smoothing, eval_batch_size=cfg.train.eval_batch_size,
+        precision=cfg.train.precision, channels_last=cfg.train.channels_last, tta=cfg.train.tta,
     )
     params = sum(p.numel() for p in net.parameters())
     model_info = {

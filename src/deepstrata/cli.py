@@ -37,6 +37,9 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", metavar="DIR", help="cache for named data sets (default $DEEPSTRATA_DATA or ~/.cache/deepstrata)")
     p.add_argument("--image-size", type=int, metavar="PX", help="resize folder images to PX x PX (default: their most common size)")
     p.add_argument("--skip-bad", action="store_true", default=None, help="skip unreadable images in a folder (the count is reported)")
+    p.add_argument("--val-fraction", type=float, metavar="F",
+                   help="share of the training data held out for validation (default 0.1; 0 for image runs: "
+                        "train on all of it, keep the last epoch)")
     p.add_argument("--model", choices=MODEL_NAMES, help="model family (default cnn)")
     p.add_argument("--width", type=int, help="base channel width of the model (default 32)")
     p.add_argument("--epochs", type=int, help="training epochs (default: about 900 steps, between 4 and 40 epochs)")

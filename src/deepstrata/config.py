@@ -21,6 +21,7 @@ SCHEDULES = ("onecycle", "cosine", "constant")
 PRECISIONS = ("32", "bf16", "fp16")
 OPTIMIZERS = ("adamw", "sgd")
 FLIPS = ("auto", "random", "alternate", "none")
+FILLS = ("zeros", "reflect")
 
 
 def _check_choice(key: str, value: Any, choices: tuple) -> None:
@@ -41,7 +42,7 @@ def _check_positive(key: str, value: Any, *, allow_zero: bool = False, kind: typ
 class DataConfig:
     """Where the data comes from and how it is split.
 
-    ``val_fraction`` 0 (image runs with an official test split only) trains on every
+    ``val_fraction`` 0 (image runs only) trains on every
     training example and keeps the last epoch's weights: the speed-run protocol, where
     nothing is selected on held-out data so none needs holding out.
     """
@@ -97,7 +98,8 @@ class TrainConfig:
     Jordan's airbench): Nesterov SGD with a large learning rate for the BatchNorm biases
     (``norm_lr_scale``), a one-cycle that starts and ends above zero (``lr_start``,
     ``lr_end`` as fractions of ``lr``), a Lookahead pull towards a slow moving average of
-    the weights, flips that alternate by epoch instead of being drawn at random, and
+    the weights, flips that alternate by epoch instead of being drawn at random, crops
+    whose border is the mirrored image rather than zeros (``translate_fill``), and
     test-time augmentation (mirror + 1-pixel translations averaged).
     """
 
@@ -129,6 +131,7 @@ class TrainConfig:
     lookahead: bool = False
     flip: str = "auto"
     translate: int | None = None
+    translate_fill: str = "zeros"
     tta: bool = False
 
     def __post_init__(self) -> None:
@@ -156,6 +159,7 @@ class TrainConfig:
             _check_positive("train.threads", self.threads)
         _check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("train.flip", self.flip, FLIPS)
+        _check_choice("train.translate_fill", self.translate_fill, FILLS)
         if not isinstance(self.momentum, (int, float)) or not 0.0 <= float(self.momentum) < 1.0:
             raise ConfigError(f"train.momentum: got {self.momentum!r}, expected 0 <= value < 1")
         _check_positive("train.norm_lr_scale", self.norm_lr_scale, kind=float)

@@ -67,6 +67,8 @@ def test_recipe_settings_are_validated_by_name():
         TrainConfig(flip="sometimes")
     with pytest.raises(ConfigError, match="train.lr_end"):
         TrainConfig(lr_end=1.5)
+    with pytest.raises(ConfigError, match="train.translate_fill"):
+        TrainConfig(translate_fill="wrap")
     with pytest.raises(ConfigError, match="train.momentum"):
         TrainConfig(momentum=1.0)
 
@@ -76,3 +78,11 @@ def test_text_runs_refuse_an_empty_validation_split(tmp_path):
     table.write_text("text,label\n" + "".join(f"good movie {i},pos\nbad movie {i},neg\n" for i in range(20)))
     with pytest.raises(ConfigError, match="val_fraction"):
         ds.fit(str(table), out=tmp_path / "run", quiet=True, val_fraction=0)
+
+
+def test_mirrored_borders_wider_than_the_image_are_refused_by_name():
+    x, y = asymmetric_images(4)
+    with pytest.raises(ConfigError, match="train.translate: 6 px"):
+        ImageClassificationTask(x, y, x, y, num_classes=2, translate=6, translate_fill="reflect")
+    task = ImageClassificationTask(x, y, x, y, num_classes=2, translate=2, translate_fill="reflect")
+    assert task.describe_augmentation() == "random crop (pad 2, mirrored border)"

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 
 def random_crop(
-    images: torch.Tensor, padding: int, generator: torch.Generator, total: int | None = None, part: slice = slice(None)
+    images: torch.Tensor, padding: int, generator: torch.Generator, total: int | None = None, part: slice = slice(None),
+    mode: str = "constant",
 ) -> torch.Tensor:
     """Pad by ``padding`` zeros and crop back at a random offset per image, in one gather.
 
@@ -19,7 +20,7 @@ def random_crop(
     if padding <= 0:
         return images
     n, c, h, w = images.shape
-    padded = F.pad(images, (padding, padding, padding, padding))
+    padded = F.pad(images, (padding, padding, padding, padding), mode=mode)
     offsets = torch.randint(0, 2 * padding + 1, (2, total or n), generator=generator)[:, part].to(images.device)
     rows = (offsets[0][:, None] + torch.arange(h, device=images.device))[:, None, :, None]
     cols = (offsets[1][:, None] + torch.arange(w, device=images.device))[:, None, None, :]

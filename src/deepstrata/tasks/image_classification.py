@@ -19,6 +19,7 @@ from deepstrata.data.augment import crop_padding, random_crop, random_flip
 from deepstrata.engine import distributed
 from deepstrata.engine.devices import autocast
 from deepstrata.engine.loop import batch_generator
+from deepstrata.errors import ConfigError
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
@@ -94,6 +95,7 @@ class ImageClassificationTask:
         augment: bool = True,
         flip: bool | str = False,
         translate: int | None = None,
+        translate_fill: str = "zeros",
         label_smoothing: float = 0.0,
         eval_batch_size: int = 1024,
         precision: str = "32",
@@ -104,7 +106,9 @@ class ImageClassificationTask:
         ``"alternate"`` mirrors a fixed random half of the data on even epochs and the other
         half on odd ones, so every image is seen both ways within two epochs (airbench's
         alternating flip); ``"none"`` (or False) never mirrors. ``translate`` is the random
-        crop's padding in pixels (default: by image size, see ``crop_padding``)."""
+        crop's padding in pixels (default: by image size, see ``crop_padding``), filled with
+        zeros or, with ``translate_fill="reflect"``, the mirrored image (on CIFAR-10 at small
+        scale reflect scored 1.6 points higher, see docs/scaling.md)."""
         self.train_x, self.train_y = train_x, train_y
         self.val_x, self.val_y = val_x, val_y
         self.num_classes = num_classes
@@ -114,6 +118,10 @@ class ImageClassificationTask:
             raise ValueError(f"flip: got {flip!r}, expected one of {', '.join(FLIP_MODES)}")
         self.padding = crop_padding(*train_x.shape[-2:]) if translate is None else translate
         self.tta = tta
+        self.pad_mode = {"zeros": "constant", "reflect": "reflect"}[translate_fill]
+        if self.pad_mode == "reflect" and self.padding >= min(train_x.shape[-2:]):
+            raise ConfigError(f"train.translate: {self.padding} px mirrored borders need images larger than that; "
+                              f"these are {train_x.shape[-2]}x{train_x.shape[-1]}")
         self._flip_halves: dict[int, torch.Tensor] = {}
         self.label_smoothing = label_smoothing
         self.eval_batch_size = eval_batch_size
@@ -124,7 +132,8 @@ class ImageClassificationTask:
         if not self.augment:
             return "none"
         flip = {"random": " + horizontal flip", "alternate": " + horizontal flip (alternating by epoch)"}
-        return f"random crop (pad {self.padding})" + flip.get(self.flip, "")
+        fill = ", mirrored border" if self.pad_mode == "reflect" else ""
+        return f"random crop (pad {self.padding}{fill})" + flip.get(self.flip, "")
 
     @property
     def num_examples(self) -> int:
@@ -149,7 +158,7 @@ class ImageClassificationTask:
             x = to_float(self.train_x[local])
             if self.augment:
                 generator = batch_generator(seed, epoch, index)
-                x = random_crop(x, self.padding, generator, len(idx), part)
+                x = random_crop(x, self.padding, generator, len(idx), part, self.pad_mode)
                 if self.flip == "random":
                     x = random_flip(x, generator, len(idx), part)
                 elif self.flip == "alternate":

@@ -307,6 +307,7 @@ def fit_shards(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = Fa
                           "that fit in memory")
     for key, value, refused in (("train.flip", cfg.train.flip, cfg.train.flip == "alternate"),
                                 ("train.tta", cfg.train.tta, cfg.train.tta),
+                                ("train.translate_fill", cfg.train.translate_fill, cfg.train.translate_fill != "zeros"),
                                 ("model.name", cfg.model.name, cfg.model.name == "whitened-cnn")):
         if refused:
             raise ConfigError(f"{key}: {value!r} is for in-memory image runs (it needs the training set at hand "
