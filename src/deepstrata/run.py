@@ -220,6 +220,18 @@ class Run:
 
         return inspect_run(self, data, **kwargs)
 
+    def _evaluate_shards(self, source: str) -> dict:
+        from deepstrata.metrics import classification_metrics, confusion_matrix
+
+        truth, predicted = _shard_test_split(self, source)
+        return {
+            "data": source,
+            "split": "test split of the shards",
+            "examples": int(len(truth)),
+            "metrics": classification_metrics(truth, predicted, len(self.classes)),
+            "confusion": confusion_matrix(truth, predicted, len(self.classes)).tolist(),
+        }
+
     def _logits(self, images: torch.Tensor) -> torch.Tensor:
         """Logits as the run scored its test split: with test-time augmentation if it trained with it."""
         from deepstrata.tasks.image_classification import flip_mode, predict_logits
@@ -273,6 +285,10 @@ class Run:
         source = data or self.config.data.source
         same = source == self.config.data.source
         channels, height, width = self.info["spec"]["in_shape"]
+        from deepstrata.data.shards import is_shard_dir
+
+        if is_shard_dir(source):
+            return self._evaluate_shards(source)
         dataset = load_images(
             source,
             format=self.config.data.format if same else None,
@@ -303,6 +319,26 @@ class Run:
             "metrics": result,
             "confusion": confusion_matrix(truth, predicted, len(self.classes)).tolist(),
         }
+
+
+def _shard_test_split(run: "Run", source: str) -> tuple[np.ndarray, np.ndarray]:
+    """Truth and predictions over a shard directory's test split, read chunk by chunk (memory stays bounded)."""
+    from deepstrata.data.shards import open_shards
+
+    shards = open_shards(source)
+    test = shards.splits["test"]
+    if test.count == 0:
+        raise DataError(f"{source}: the shards hold no test split to evaluate on")
+    channels, height, width = run.info["spec"]["in_shape"]
+    if tuple(shards.image_shape) != (channels, height, width):
+        raise DataError(f"{source}: shards hold {'x'.join(map(str, shards.image_shape))} images; this run's model "
+                        f"takes {channels}x{height}x{width}")
+    truth, predicted = [], []
+    for images, labels in test.chunks(4096):
+        labels = _map_labels(torch.from_numpy(np.ascontiguousarray(labels)), shards.classes, run.classes, source)
+        predicted.append(run._logits(torch.from_numpy(np.ascontiguousarray(images))).argmax(1).numpy())
+        truth.append(labels.numpy())
+    return np.concatenate(truth), np.concatenate(predicted)
 
 
 def _match_shape(x: torch.Tensor, channels: int, height: int, width: int, source: str) -> torch.Tensor:

@@ -240,7 +240,12 @@ def test_fit_on_digit_shards_end_to_end(tmp_path, capsys):
     assert info["data"]["format"] == "shards" and any("shuffle buffer" in n for n in info["data"]["notes"])
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
     assert (run_dir / "report.html").is_file()
+    # evaluate streams the shards' own test split and agrees with fit's test score.
     capsys.readouterr()
+    assert main(["evaluate", str(run_dir), "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["split"] == "test split of the shards" and evaluated["examples"] == len(reference.test_y)
+    assert evaluated["metrics"]["accuracy"] == pytest.approx(comparison["rows"][0]["metrics"]["accuracy"])
     assert main(["fit", "--data", str(shards_dir), "--out", str(tmp_path / "r2"), "--image-size", "16", "--quiet"]) == 2
     assert "data.image_size: shards keep" in capsys.readouterr().err
     (shards_dir / "index.json").write_text("{broken")

@@ -187,7 +187,9 @@ class ShardedImageTask:
         self.buffer_size = buffer_size or default_buffer_size(self.shape)
         self.rank, self.world_size = rank, world_size
         self.num_classes = len(self.shards.classes)
-        self.augment, self.flip = augment, flip
+        self.augment = augment
+        self.flip = "random" if flip else "none"  # alternating flips and mirrored borders are in-memory only
+        self.pad_mode = "constant"
         self.padding = crop_padding(*self.shape[-2:])
         self.label_smoothing = label_smoothing
         self.eval_batch_size = eval_batch_size
@@ -234,7 +236,7 @@ class ShardedImageTask:
             y = torch.from_numpy(buffer.labels[pick].copy())
             if self.augment:
                 x = random_crop(x, self.padding, generator)
-                if self.flip:
+                if self.flip == "random":
                     x = random_flip(x, generator)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
