@@ -11,6 +11,12 @@ batches, each pool is sorted by token count and cut into batches, and the batch 
 shuffled again. A batch is padded only to its own longest text, so on IMDB's long-tailed
 lengths most of the compute goes to real tokens. When the pretrained encoder is frozen,
 its pooled features are computed once and the loop trains the head on them.
+
+Under torchrun (``deepstrata fit --devices N``) text runs are data-parallel as image runs
+are: each process takes a contiguous share of every global batch, validation is split
+across processes and its sums all-reduced, and rank 0 alone writes the run. The last
+batch of an epoch, whose size the world size need not divide, is split unevenly and each
+share's gradient weighted by its size, so N processes take exactly the steps of one.
 """
 
 from __future__ import annotations
@@ -134,6 +140,43 @@ def token_features(model: nn.Module, ids: list[np.ndarray], device: torch.device
 
 # --- tasks for the loop --------------------------------------------------------------------
 
+def batch_size_error(batch_size: int, world_size: int) -> ConfigError:
+    return ConfigError(f"--batch-size {batch_size} is not divisible by {world_size} processes (--devices / torchrun "
+                       f"--nproc-per-node); the global batch is split evenly, use a multiple of {world_size}")
+
+
+def rank_share(size: int, batch_size: int) -> tuple[slice, float]:
+    """This process's contiguous part of a global batch of ``size`` examples, and its gradient weight.
+
+    A full batch (``size == batch_size``, which the world size must divide) is split
+    evenly with weight 1. The epoch's last, shorter batch may not split evenly: each
+    process then weights its mean loss by ``world_size * share / size`` so that DDP's
+    average of the processes' gradients is the gradient of the whole batch's mean loss —
+    the step one process takes. A share can be empty (fewer examples than processes).
+    """
+    env = distributed.current()
+    world, rank = env.world_size, env.rank
+    if world == 1:
+        return slice(0, size), 1.0
+    if batch_size % world:
+        raise batch_size_error(batch_size, world)
+    if size % world == 0:
+        return distributed.local_share(size), 1.0
+    lo, hi = size * rank // world, size * (rank + 1) // world
+    return slice(lo, hi), world * (hi - lo) / size
+
+
+def weighted_loss(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor,
+                  label_smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean cross-entropy whose value is the share's mean (what the loop logs) and whose
+    gradient is ``weight`` times it (see ``rank_share``); an empty share adds nothing."""
+    if len(y) == 0:
+        return logits.float().sum() * 0.0, torch.zeros((), dtype=torch.long, device=logits.device)
+    loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+    loss = loss + (weight - 1.0) * (loss - loss.detach())  # value unchanged; gradient scaled by weight
+    return loss, (logits.detach().argmax(1) == y).sum()
+
+
 class TextClassificationTask:
     """Token ids of each training text in memory; batches bucketed by length and padded per batch."""
 
@@ -164,26 +207,52 @@ class TextClassificationTask:
         return int(sum(len(b) * self.lengths[b].max() for b in batches))
 
     def train_batches(self, epoch: int, batch_size: int, seed: int, start: int = 0) -> Iterator[tuple]:
+        """Global batches bucketed by length, each process taking its share (``rank_share``).
+
+        Batches are ``(ids, weight, targets)``; every process draws the same global batches
+        (the order depends only on seed and epoch), so N processes see one process's examples.
+        """
         batches = bucketed_batches(self.lengths, batch_size, batch_generator(seed, epoch))
         for index in range(start, len(batches)):
             idx = batches[index]
-            ids = torch.from_numpy(pad_batch([self.train_ids[i] for i in idx], self.pad_id))
-            yield ids, self.train_y[torch.from_numpy(idx)]
+            part, weight = rank_share(len(idx), batch_size)
+            local = idx[part]
+            # An empty share still runs the model (on a stand-in text, with zero weight) so that
+            # every process takes part in DDP's gradient all-reduce.
+            texts = [self.train_ids[i] for i in (local if len(local) else idx[:1])]
+            ids = torch.from_numpy(pad_batch(texts, self.pad_id))
+            yield ids, torch.tensor(weight, dtype=torch.float32), self.train_y[torch.from_numpy(local)]
 
     def loss(self, model: nn.Module, batch: tuple) -> tuple[torch.Tensor, torch.Tensor]:
-        ids, y = batch
-        logits = model(ids)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
-        return loss, (logits.detach().argmax(1) == y).sum()
+        ids, weight, y = batch
+        return weighted_loss(model(ids), y, weight, self.label_smoothing)
 
     def validate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
-        logits = predict_logits(model, self.val_ids, device, self.eval_batch_size, self.precision)
-        return {"val_loss": F.cross_entropy(logits, self.val_y).item(),
-                "val_accuracy": (logits.argmax(1) == self.val_y).float().mean().item()}
+        """Loss and accuracy on the validation split; each process scores every N-th text and
+        the sums are added across processes, so no text is counted twice."""
+        env = distributed.current()
+        ids = self.val_ids[env.rank::env.world_size]
+        y = self.val_y[env.rank::env.world_size]
+        logits = predict_logits(model, ids, device, self.eval_batch_size, self.precision)
+        sums = torch.tensor([
+            F.cross_entropy(logits, y, reduction="sum").item() if len(y) else 0.0,
+            float((logits.argmax(1) == y).sum()) if len(y) else 0.0,
+            float(len(y)),
+        ], dtype=torch.float64, device=device)
+        loss_sum, correct, count = distributed.all_reduce_sum(sums).tolist()
+        return {"val_loss": loss_sum / max(count, 1), "val_accuracy": correct / max(count, 1)}
 
 
 class FrozenFeatureTask:
-    """Trains only the head on pooled features of a frozen encoder, computed once beforehand."""
+    """Trains only the head on pooled features of a frozen encoder, computed once beforehand.
+
+    The head is called outside DDP (``loss`` unwraps the model), so under several processes
+    every process trains it on the whole global batch: a linear layer on cached features
+    costs next to nothing, and the processes stay identical to one process without any
+    gradient exchange. (The loop's all-reduced training sums then count every example once
+    per process, in numerator and denominator alike, so the logged means are unchanged.)
+    The feature extraction before it is what is split across processes (``shared_features``).
+    """
 
     primary_metric = "accuracy"
 
@@ -219,6 +288,19 @@ class FrozenFeatureTask:
         logits = model.layers["head"].classify(self.val_features.to(device)).float().cpu()
         return {"val_loss": F.cross_entropy(logits, self.val_y).item(),
                 "val_accuracy": (logits.argmax(1) == self.val_y).float().mean().item()}
+
+
+def shared_features(model: nn.Module, ids: list[np.ndarray], device: torch.device, batch_size: int = 128,
+                    precision: str = "32") -> torch.Tensor:
+    """``pooled_features`` with the texts split across processes (every N-th) and gathered on all."""
+    env = distributed.current()
+    if not env.active:
+        return pooled_features(model, ids, device, batch_size, precision)
+    mine = torch.arange(env.rank, len(ids), env.world_size)
+    part = pooled_features(model, [ids[i] for i in mine.tolist()], device, batch_size, precision)
+    full = torch.zeros(len(ids), model.feature_dim, dtype=torch.float32, device=device)
+    full[mine.to(device)] = part.to(device)
+    return distributed.all_reduce_sum(full).cpu()  # each row is non-zero on one process only: exact
 
 
 # --- configuration -------------------------------------------------------------------------
@@ -295,18 +377,33 @@ def _load_data(data, cfg: RunConfig) -> TextDataset:
 
 
 def _make_tokenizer(cfg: RunConfig, texts: list[str], run_dir: Path, resume: bool) -> tuple[TextTokenizer, float]:
+    """The run's tokenizer, saved to the run directory by rank 0.
+
+    Under several processes rank 0 alone learns (or, resuming, reads) the BPE tokenizer and
+    sends it to the others, so every process encodes with the very same vocabulary.
+    """
     start = time.perf_counter()
     saved = run_dir / TOKENIZER_FILE
+    main = distributed.current().is_main
     if cfg.model.name == "minilm":
         from deepstrata.models.minilm import pretrained_dir
 
         tokenizer = TextTokenizer.from_file(pretrained_dir(cfg.text.pretrained_path) / TOKENIZER_FILE,
                                             cfg.text.max_length, "wordpiece")
-    elif resume and saved.is_file():
-        tokenizer = TextTokenizer.from_file(saved, cfg.text.max_length, "bpe")
     else:
-        tokenizer = TextTokenizer.train_bpe(texts, cfg.text.vocab_size, cfg.text.max_length)
-    tokenizer.save(saved)
+        tokenizer = None
+        if main:
+            if resume and saved.is_file():
+                tokenizer = TextTokenizer.from_file(saved, cfg.text.max_length, "bpe")
+            else:
+                tokenizer = TextTokenizer.train_bpe(texts, cfg.text.vocab_size, cfg.text.max_length)
+        shared = distributed.broadcast_object(tokenizer.tokenizer.to_str() if main else None)
+        if not main:
+            import tokenizers
+
+            tokenizer = TextTokenizer(tokenizers.Tokenizer.from_str(shared), cfg.text.max_length, "bpe")
+    if main:
+        tokenizer.save(saved)
     return tokenizer, time.perf_counter() - start
 
 
@@ -333,6 +430,10 @@ def fit_text(data, model: str | None = None, *, config: RunConfig | str | Path |
     ``data`` is a path (table, fastText file, folder or archive) or a ``TextDataset``
     (``deepstrata.data.text.text_table``). Keywords override config fields by name
     (``epochs=2``, ``text_column="review"``, ``freeze=True``, ``baselines=False`` …).
+
+    Under torchrun (or ``deepstrata fit --devices N``) every process calls this; rank 0
+    alone writes the run directory, scores the test split, runs the baseline and returns
+    the ``Run`` (the other processes return ``None``).
     """
     from deepstrata.baselines.text_features import run_text_baseline
     from deepstrata.metrics import classification_metrics, confusion_matrix
@@ -354,14 +455,21 @@ def fit_text(data, model: str | None = None, *, config: RunConfig | str | Path |
     splits = split_text(dataset, seed=cfg.train.seed, val_fraction=cfg.data.val_fraction,
                         test_fraction=cfg.data.test_fraction)
     load_seconds = time.perf_counter() - started
-    if cfg.train.devices > 1 or distributed.launched_by_torchrun():
-        raise ConfigError("text runs train on one device; drop --devices / torchrun (data-parallel training "
-                          "is implemented for image runs)")
+    env = distributed.setup(resolve_device(cfg.train.device).type)
+    if cfg.train.devices > 1 and not env.active:
+        raise ConfigError(f"devices={cfg.train.devices}: several processes are started by the CLI "
+                          "(`deepstrata fit --devices N`) or by torchrun (`torchrun --nproc-per-node N -m deepstrata fit`)")
+    quiet = quiet or not env.is_main
     cfg = dataclasses.replace(cfg, train=resolved_train(cfg.train, len(splits.train_y)))
+    if cfg.train.batch_size % env.world_size:
+        raise batch_size_error(cfg.train.batch_size, env.world_size)
     run_dir = Path(out) if out is not None else default_run_dir(cfg.data.source, cfg.model.name)
-    run_dir = prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
-    device = resolve_device(cfg.train.device)
-    ckpt.atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+    if env.is_main:
+        run_dir = prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
+    distributed.barrier()
+    device = distributed.device_for_rank(resolve_device(cfg.train.device))
+    if env.is_main:
+        ckpt.atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
     num_classes = len(splits.classes)
     columns = (f"text column {cfg.text.text_column!r}, label column {cfg.text.label_column!r}"
                if cfg.text.text_column else "labels from " + ("folder names" if dataset.format == "folder"
@@ -390,8 +498,8 @@ def fit_text(data, model: str | None = None, *, config: RunConfig | str | Path |
     if frozen:
         t0 = time.perf_counter()
         net.to(device)
-        train_f = pooled_features(net, encoded["train"].ids, device, cfg.train.eval_batch_size, cfg.train.precision)
-        val_f = pooled_features(net, encoded["val"].ids, device, cfg.train.eval_batch_size, cfg.train.precision)
+        train_f = shared_features(net, encoded["train"].ids, device, cfg.train.eval_batch_size, cfg.train.precision)
+        val_f = shared_features(net, encoded["val"].ids, device, cfg.train.eval_batch_size, cfg.train.precision)
         feature_seconds = time.perf_counter() - t0
         _say(quiet, f"frozen encoder: pooled features of {len(train_f) + len(val_f):,} texts in {feature_seconds:.1f}s")
         task = FrozenFeatureTask(train_f, splits.train_y, val_f, splits.val_y,
@@ -409,17 +517,22 @@ def fit_text(data, model: str | None = None, *, config: RunConfig | str | Path |
         "label_column": cfg.text.label_column, "encoding": cfg.text.encoding, "truncated": truncated,
         "mean_tokens": mean_tokens, "frozen_encoder": frozen,
     }
-    write_model_info(run_dir, {
-        "task": TASK, "spec": net.spec, "classes": splits.classes, "layers": net.layer_names,
-        "feature_dim": net.feature_dim, "params": params, "trained_params": trained,
-        "data": {"source": dataset.source, "format": dataset.format, "notes": dataset.notes},
-        "text": text_info,
-    })
-    ckpt.atomic_write_json(run_dir / "provenance.json", provenance(device, cfg.train.seed))
+    if env.is_main:
+        write_model_info(run_dir, {
+            "task": TASK, "spec": net.spec, "classes": splits.classes, "layers": net.layer_names,
+            "feature_dim": net.feature_dim, "params": params, "trained_params": trained,
+            "data": {"source": dataset.source, "format": dataset.format, "notes": dataset.notes},
+            "text": text_info,
+        })
+        ckpt.atomic_write_json(run_dir / "provenance.json",
+                               {**provenance(device, cfg.train.seed), "world_size": env.world_size})
     _say(quiet, f"model: {cfg.model.name} ({params:,} parameters, {trained:,} trained; layers "
                 f"{', '.join(net.layer_names)}) on {device}")
 
     result = train(net, task, cfg.train, run_dir, resume=resume, quiet=quiet, description=cfg.model.name)
+    if not env.is_main:
+        distributed.teardown()
+        return None
     t0 = time.perf_counter()
     logits = predict_logits(net, encoded["test"].ids, device, cfg.train.eval_batch_size, cfg.train.precision)
     predict_seconds = time.perf_counter() - t0
@@ -472,6 +585,7 @@ def fit_text(data, model: str | None = None, *, config: RunConfig | str | Path |
         print(format_comparison_table(comparison))
         print(f"run directory: {run_dir}")
         print(f"report: {report}")
+    distributed.teardown()
     return Run(run_dir, device=str(device))
 
 
