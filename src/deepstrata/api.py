@@ -18,7 +18,7 @@ from deepstrata.engine import distributed
 from deepstrata.errors import ConfigError
 from deepstrata.engine.devices import resolve_device
 from deepstrata.engine.loop import train
-from deepstrata.run import Run, default_run_dir, prepare_run_dir, provenance, write_model_info
+from deepstrata.run import Run, default_run_dir, prepare_run_dir, write_run_records
 
 
 def _say(quiet: bool, message: str) -> None:
@@ -198,9 +198,7 @@ def fit(
                  "input_shape": list(in_shape), "augmentation": task.describe_augmentation()},
     }
     if env.is_main:
-        write_model_info(run_dir, model_info)
-        ckpt.atomic_write_json(run_dir / "provenance.json",
-                               {**provenance(device, cfg.train.seed), "world_size": env.world_size})
+        write_run_records(run_dir, model_info, device, cfg.train.seed, env.world_size)
     _say(quiet, f"model: {cfg.model.name} ({params:,} parameters; layers {', '.join(net.layer_names)}) on {device}; "
                 f"augmentation: {task.describe_augmentation()}")
 

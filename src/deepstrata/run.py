@@ -373,3 +373,9 @@ def load(path: str | Path, *, device: str = "cpu") -> Run:
 def write_model_info(run_dir: Path, info: dict) -> None:
     ckpt.atomic_write_json(run_dir / MODEL_FILE, info)
 
+
+def write_run_records(run_dir: Path, info: dict, device: torch.device, seed: int, world_size: int = 1) -> None:
+    """``model.json`` (what the model is) and ``provenance.json`` (how to reproduce it); rank 0 writes them."""
+    write_model_info(run_dir, info)
+    ckpt.atomic_write_json(run_dir / "provenance.json", {**provenance(device, seed), "world_size": world_size})
+

@@ -298,7 +298,7 @@ def fit_shards(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = Fa
     from deepstrata.engine.devices import resolve_device
     from deepstrata.engine.loop import train
     from deepstrata.models.registry import build_image_model
-    from deepstrata.run import prepare_run_dir, provenance, write_model_info
+    from deepstrata.run import prepare_run_dir, write_run_records
 
     for key in ("format", "image_size"):
         if getattr(cfg.data, key) is not None:
@@ -350,7 +350,7 @@ def fit_shards(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = Fa
                       "per epoch (a different remainder each epoch)")
     if main:
         ckpt.atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
-        write_model_info(run_dir, {
+        write_run_records(run_dir, {
             "task": "image-classification",
             "spec": net.spec,
             "classes": shards.classes,
@@ -359,9 +359,7 @@ def fit_shards(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = Fa
             "params": params,
             "data": {"source": cfg.data.source, "format": "shards", "notes": shards.notes + [streaming],
                      "input_shape": list(in_shape), "augmentation": task.describe_augmentation()},
-        })
-        ckpt.atomic_write_json(run_dir / "provenance.json",
-                               {**provenance(device, cfg.train.seed), "world_size": env.world_size})
+        }, device, cfg.train.seed, env.world_size)
     _say(quiet, f"model: {cfg.model.name} ({params:,} parameters) on {device}; {streaming}; "
                 f"augmentation: {task.describe_augmentation()}")
 

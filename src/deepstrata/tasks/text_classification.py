@@ -438,7 +438,7 @@ def fit_text(data, model: str | None = None, *, config: RunConfig | str | Path |
     from deepstrata.baselines.text_features import run_text_baseline
     from deepstrata.metrics import classification_metrics, confusion_matrix
     from deepstrata.report import format_comparison_table, write_report
-    from deepstrata.run import Run, default_run_dir, prepare_run_dir, provenance, write_model_info
+    from deepstrata.run import Run, default_run_dir, prepare_run_dir, write_run_records
 
     if resume and out is None:
         raise RunError("--resume needs --out RUN (the run directory to continue)")
@@ -518,14 +518,12 @@ def fit_text(data, model: str | None = None, *, config: RunConfig | str | Path |
         "mean_tokens": mean_tokens, "frozen_encoder": frozen,
     }
     if env.is_main:
-        write_model_info(run_dir, {
+        write_run_records(run_dir, {
             "task": TASK, "spec": net.spec, "classes": splits.classes, "layers": net.layer_names,
             "feature_dim": net.feature_dim, "params": params, "trained_params": trained,
             "data": {"source": dataset.source, "format": dataset.format, "notes": dataset.notes},
             "text": text_info,
-        })
-        ckpt.atomic_write_json(run_dir / "provenance.json",
-                               {**provenance(device, cfg.train.seed), "world_size": env.world_size})
+        }, device, cfg.train.seed, env.world_size)
     _say(quiet, f"model: {cfg.model.name} ({params:,} parameters, {trained:,} trained; layers "
                 f"{', '.join(net.layer_names)}) on {device}")
 
