@@ -76,3 +76,19 @@ def test_weights_of_another_model_are_a_clear_error(tmp_path):
 def test_atomic_json(tmp_path):
     ckpt.atomic_write_json(tmp_path / "a" / "x.json", {"a": 1})
     assert json.loads((tmp_path / "a" / "x.json").read_text()) == {"a": 1}
+
+
+def test_each_rank_gets_its_own_random_state_back(tmp_path):
+    model, opt = model_and_optimizer()
+    torch.manual_seed(2)
+    rank1 = ckpt.rng_state()
+    torch.manual_seed(99)  # rank 0's state is the process's own at save time
+    ckpt.save_checkpoint(tmp_path, "last", model, opt, {"step": 3}, rng_states=[ckpt.rng_state(), rank1])
+    draws = {}
+    for rank in (0, 1, 2):  # rank 2 was not in the run: it starts from rank 0's state
+        torch.manual_seed(7)
+        ckpt.load_checkpoint(tmp_path, "last", model, opt, rank=rank)
+        draws[rank] = torch.rand(4)
+    assert torch.equal(draws[0], torch.rand(4, generator=torch.Generator().manual_seed(99)))
+    assert torch.equal(draws[1], torch.rand(4, generator=torch.Generator().manual_seed(2)))
+    assert torch.equal(draws[2], draws[0])

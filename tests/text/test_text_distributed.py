@@ -174,3 +174,23 @@ def test_weighted_loss_scales_the_gradient_not_the_value():
     empty, none = weighted_loss(logits[:1], y[:0], torch.tensor(0.0), 0.0)
     (grad_empty,) = torch.autograd.grad(empty, logits)
     assert empty.item() == 0.0 and int(none) == 0 and not grad_empty.any()
+
+
+def test_ranks_draw_their_own_dropout_and_a_crashed_run_resumes_exactly(tmp_path):
+    """With dropout each rank draws its own masks; a run that dies after step 9 resumes from
+    the step-8 checkpoint, every rank from its own saved random state, to the same weights."""
+    launch = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", WORKER]
+    run([*launch, str(tmp_path / "ref_out"), str(tmp_path / "ref"), "0", "fresh"])
+    draws = [(tmp_path / "ref_out" / f"draw{r}.txt").read_text() for r in (0, 1)]
+    assert draws[0] != draws[1], "both ranks drew the same random numbers"
+
+    crashed = subprocess.run([sys.executable, *launch, str(tmp_path / "out"), str(tmp_path / "run"), "9", "fresh"],
+                             capture_output=True, text=True, timeout=240, env=env())
+    assert crashed.returncode != 0
+    assert json.loads((tmp_path / "run" / "checkpoints" / "last.json").read_text())["step"] == 8
+    run([*launch, str(tmp_path / "out"), str(tmp_path / "run"), "0", "resume"])
+    for name in ("last.safetensors", "last.train.safetensors"):
+        a = load_file(str(tmp_path / "ref" / "checkpoints" / name))
+        b = load_file(str(tmp_path / "run" / "checkpoints" / name))
+        assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a), name
+    assert "rng.rank1.torch" in load_file(str(tmp_path / "ref" / "checkpoints" / "last.train.safetensors"))

@@ -4,7 +4,8 @@ Learns a BPE tokenizer and trains a tiny Transformer (dropout 0: dropout masks a
 per process, so only a model without dropout can match one process exactly) on a small
 synthetic corpus through the engine, with no run directory so that each rank keeps the
 weights it trained itself, and writes each rank's final weights, validation metrics and
-tokenizer to OUT.
+tokenizer to OUT. With more arguments it runs the dropout resume check instead
+(``dropout_main``).
 
 45 training texts in batches of 8: the last batch (5) does not split evenly over 2
 processes; 7 validation texts do not either.
@@ -64,7 +65,55 @@ def main(out: Path) -> None:
     distributed.teardown()
 
 
+class Crash(Exception):
+    pass
+
+
+class CrashAfter:
+    """The task, raising after ``after`` training batches on every rank: a run killed mid-epoch."""
+
+    def __init__(self, task, after):
+        self.task, self.after, self.primary_metric = task, after, task.primary_metric
+
+    def num_batches(self, batch_size):
+        return self.task.num_batches(batch_size)
+
+    def train_batches(self, epoch, batch_size, seed, start=0):
+        for batch in self.task.train_batches(epoch, batch_size, seed, start):
+            if self.after == 0:
+                raise Crash()
+            self.after -= 1
+            yield batch
+
+    def loss(self, model, batch):
+        return self.task.loss(model, batch)
+
+    def validate(self, model, device):
+        return self.task.validate(model, device)
+
+
+def dropout_main(out: Path, run_dir: Path, crash_after: int, resume: bool) -> None:
+    """Dropout 0.3, checkpoints every 4 steps into ``run_dir``; optionally crash or resume.
+
+    Writes each rank's next random draw after training, to show the ranks draw differently.
+    """
+    texts, labels = corpus(52)
+    tokenizer = TextTokenizer.train_bpe(texts[:45], 300, 16)
+    train_ids, val_ids = tokenizer.encode(texts[:45]).ids, tokenizer.encode(texts[45:]).ids
+    torch.manual_seed(0)
+    model = TransformerClassifier(tokenizer.vocab_size, 3, dim=16, layers=1, heads=2, max_length=16, dropout=0.3)
+    task = TextClassificationTask(train_ids, labels[:45], val_ids, labels[45:], label_smoothing=0.1)
+    cfg = TrainConfig(epochs=2, batch_size=8, lr=3e-3, device="cpu", seed=0, checkpoint_every=4)
+    train(model, CrashAfter(task, crash_after) if crash_after else task, cfg, run_dir, resume=resume, quiet=True)
+    rank = distributed.current().rank
+    (out / f"draw{rank}.txt").write_text(repr(torch.rand(3).tolist()))
+    distributed.teardown()
+
+
 if __name__ == "__main__":
     out = Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
-    main(out)
+    if len(sys.argv) > 2:  # dropout mode: OUT RUN_DIR CRASH_AFTER RESUME
+        dropout_main(out, Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "resume")
+    else:
+        main(out)

@@ -114,12 +114,23 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torc
     optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
 
 
+def rng_state(device: torch.device | None = None) -> dict[str, torch.Tensor]:
+    """This process's random state: torch's CPU generator and, on CUDA, ``device``'s generator."""
+    state = {"torch": torch.get_rng_state()}
+    if device is not None and device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
 def save_checkpoint(directory: Path, name: str, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict,
-                    extra: dict[str, torch.Tensor] | None = None) -> None:
+                    extra: dict[str, torch.Tensor] | None = None,
+                    rng_states: list[dict[str, torch.Tensor]] | None = None) -> None:
     """Write ``name.safetensors`` (weights), ``name.train.safetensors`` (optimizer, RNG) and ``name.json``.
 
     ``extra`` holds other training state as named tensors (e.g. Lookahead's average);
-    ``load_checkpoint`` copies them back into the same dict's tensors.
+    ``load_checkpoint`` copies them back into the same dict's tensors. ``rng_states`` are
+    the random states of ranks 1, 2, … of a data-parallel run (see ``rng_state``), each of
+    which draws its own dropout masks; each rank gets its own back on resume.
     """
     directory = Path(directory)
     step = str(state["step"])
@@ -131,13 +142,21 @@ def save_checkpoint(directory: Path, name: str, model: nn.Module, optimizer: tor
     if torch.cuda.is_available():
         for index, rng in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{index}"] = rng
+    for rank, states in enumerate(rng_states or []):
+        if rank > 0:
+            tensors.update({f"rng.rank{rank}.{kind}": value for kind, value in states.items()})
     _atomic_save_tensors(directory / f"{name}.train.safetensors", tensors, {"step": step})
     atomic_write_json(directory / f"{name}.json", {**state, "optimizer": optimizer_meta})
 
 
 def load_checkpoint(directory: Path, name: str, model: nn.Module, optimizer: torch.optim.Optimizer | None,
-                    extra: dict[str, torch.Tensor] | None = None) -> dict:
-    """Restore weights, optimizer, RNG state and ``extra``'s tensors (in place); return the saved loop state."""
+                    extra: dict[str, torch.Tensor] | None = None, rank: int = 0,
+                    device: torch.device | None = None) -> dict:
+    """Restore weights, optimizer, ``rank``'s RNG state and ``extra``'s tensors (in place); return the loop state.
+
+    A checkpoint without a state for ``rank`` (a run started with fewer processes) gives it
+    rank 0's.
+    """
     directory = Path(directory)
     meta_path = directory / f"{name}.json"
     if not meta_path.is_file():
@@ -160,8 +179,11 @@ def load_checkpoint(directory: Path, name: str, model: nn.Module, optimizer: tor
             raise RunError(f"{directory / name}.train.safetensors: no saved {key!r} of shape {tuple(value.shape)}; "
                            "the run was started with other settings")
         value.copy_(saved)
-    torch.set_rng_state(tensors["rng.torch"])
+    torch.set_rng_state(tensors.get(f"rng.rank{rank}.torch", tensors["rng.torch"]))
     cuda_states = [tensors[k] for k in sorted(t for t in tensors if t.startswith("rng.cuda."))]
     if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda_states)
+    own_cuda = tensors.get(f"rng.rank{rank}.cuda")
+    if own_cuda is not None and device is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(own_cuda, device)
     return state

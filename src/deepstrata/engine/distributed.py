@@ -142,6 +142,15 @@ def broadcast_object(obj):
     return box[0]
 
 
+def gather_object(obj) -> list | None:
+    """Every rank's ``obj`` as a list on rank 0 (``None`` elsewhere); ``[obj]`` for one process."""
+    if not _ENV.active:
+        return [obj]
+    out = [None] * _ENV.world_size if _ENV.is_main else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
 def barrier() -> None:
     if _ENV.active:
         dist.barrier()

@@ -151,7 +151,9 @@ def train(
     main = env.is_main
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
+    # Each rank draws its own dropout masks (rank 0 those of a single process); data order and
+    # augmentation come from batch_generator, the same on every rank.
+    torch.manual_seed(config.seed + env.rank)
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -171,7 +173,7 @@ def train(
     if resume:
         if ckpt_dir is None:
             raise ValueError("resume needs a run directory")
-        loop = ckpt.load_checkpoint(ckpt_dir, "last", model, optimizer, extra)
+        loop = ckpt.load_checkpoint(ckpt_dir, "last", model, optimizer, extra, env.rank, device)
         if metrics_path is not None:
             history = _read_history(metrics_path, loop["epoch"])
             ckpt.atomic_write_text(metrics_path, "".join(json.dumps(row) + "\n" for row in history))
@@ -182,9 +184,12 @@ def train(
     if config.compile:
         net = torch.compile(net)
 
-    def save(name: str) -> None:
-        if ckpt_dir is not None and main:
-            ckpt.save_checkpoint(ckpt_dir, name, model, optimizer, loop, extra)
+    def save(name: str) -> None:  # called on every rank: the ranks' random states are gathered to rank 0
+        if ckpt_dir is None:
+            return
+        rng_states = distributed.gather_object(ckpt.rng_state(device)) if env.active else None
+        if main:
+            ckpt.save_checkpoint(ckpt_dir, name, model, optimizer, loop, extra, rng_states)
 
     show = main and not quiet and sys.stderr.isatty()
     stopped_early = bool(config.patience and loop["bad_epochs"] >= config.patience)
