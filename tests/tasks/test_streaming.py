@@ -17,6 +17,7 @@ from deepstrata.errors import ConfigError, DataError
 from deepstrata.models.cnn import CNN
 from deepstrata.tasks.image_classification import ImageClassificationTask
 from deepstrata.tasks.streaming import ShardedImageTask
+from deepstrata.run import load as load_run
 
 
 def numbered(n_per_class=200, classes=3):
@@ -246,6 +247,17 @@ def test_fit_on_digit_shards_end_to_end(tmp_path, capsys):
     evaluated = json.loads(capsys.readouterr().out)
     assert evaluated["split"] == "test split of the shards" and evaluated["examples"] == len(reference.test_y)
     assert evaluated["metrics"]["accuracy"] == pytest.approx(comparison["rows"][0]["metrics"]["accuracy"])
+    # features and inspect read the shards too: every image, chunk by chunk; a sample by id.
+    assert main(["features", str(run_dir), "--layer", "stage1", "--out", str(tmp_path / "f.npy")]) == 0
+    feats = np.load(tmp_path / "f.npy")
+    assert feats.shape[0] == 1797
+    run = load_run(run_dir)
+    test = open_shards(shards_dir).splits["test"]
+    images, labels = np.empty((test.count, 1, 8, 8), np.uint8), np.empty(test.count, np.int64)
+    test.gather(np.arange(test.count), images, labels)
+    assert np.allclose(feats[-test.count:], run.features(torch.from_numpy(images), layer="stage1"), atol=1e-5)
+    summary = run.inspect(samples=40, tsne=False, write=False)
+    assert summary.samples == 40 and "validation + test" in summary.data and "shards" in summary.data
     assert main(["fit", "--data", str(shards_dir), "--out", str(tmp_path / "r2"), "--image-size", "16", "--quiet"]) == 2
     assert "data.image_size: shards keep" in capsys.readouterr().err
     (shards_dir / "index.json").write_text("{broken")

@@ -338,6 +338,12 @@ def features(run, x, layer: str = "stage2", *, data_dir: str | None = None, batc
     parse_layers(model, [layer])
     mask, trim = None, False
     if run.task == inspect_data.IMAGE_TASK:
+        from deepstrata.data.shards import is_shard_dir
+
+        if isinstance(x, (str, Path)) and is_shard_dir(x):  # streamed: never more than a chunk in memory
+            chunks = inspect_data.shard_image_chunks(run, str(x))
+            return np.concatenate([extract(model, chunk, [layer], batch_size=batch_size).pooled[layer]
+                                   for chunk in chunks])
         if isinstance(x, (str, Path)):
             x, _ = inspect_data.load_image_all(run, str(x), data_dir=data_dir)
         else:

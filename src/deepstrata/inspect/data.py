@@ -12,6 +12,7 @@ inspection does not care whether the inputs are images, token ids or item ids.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -74,11 +75,60 @@ def _image_source(run, data: str | None, data_dir: str | None):
     return source, same, dataset, (channels, height, width), _match_shape
 
 
+def _open_run_shards(run, source: str):
+    """A shard directory opened and checked against the model's input shape."""
+    from deepstrata.data.shards import open_shards
+
+    shards = open_shards(source)
+    shape = tuple(run.info["spec"]["in_shape"])
+    if tuple(shards.image_shape) != shape:
+        raise DataError(f"{source}: shards hold {'x'.join(map(str, shards.image_shape))} images; this run's model "
+                        f"takes {'x'.join(map(str, shape))}")
+    return shards
+
+
+def load_shard_sample(run, source: str, *, samples: int, seed: int) -> InspectData:
+    """Up to ``samples`` images drawn from a shard directory's validation and test splits (read by id, not whole)."""
+    shards = _open_run_shards(run, source)
+    parts = [shards.splits[name] for name in ("val", "test")]
+    pool = sum(part.count for part in parts)
+    if pool < 4:
+        raise DataError(f"{source}: {pool} held-out examples in the shards; inspection needs at least 4")
+    rows = sample_rows(pool, samples, seed)
+    images = np.empty((len(rows), *shards.image_shape), dtype=np.uint8)
+    labels = np.empty(len(rows), dtype=np.int64)
+    offset = 0
+    for part in parts:
+        mine = (rows >= offset) & (rows < offset + part.count)
+        if mine.any():
+            block_images = np.empty((int(mine.sum()), *shards.image_shape), dtype=np.uint8)
+            block_labels = np.empty(int(mine.sum()), dtype=np.int64)
+            part.gather(rows[mine] - offset, block_images, block_labels)
+            images[mine], labels[mine] = block_images, block_labels
+        offset += part.count
+    x = torch.from_numpy(images).float().div_(255.0)
+    description = (f"shards {source} of {shards.source}: {len(rows)} of {pool} images of the validation + test "
+                   "splits (not used to fit the weights)" + (f", sampled with seed {seed}" if len(rows) < pool else ""))
+    return InspectData(inputs=x, labels=labels, classes=list(shards.classes), description=description,
+                       pool_size=pool, images=x, notes=list(shards.notes))
+
+
+def shard_image_chunks(run, source: str, size: int = 4096) -> Iterator[torch.Tensor]:
+    """Every image of a shard directory (train, then val, then test split) as uint8 chunks of at most ``size``."""
+    shards = _open_run_shards(run, source)
+    for name in ("train", "val", "test"):
+        for images, _ in shards.splits[name].chunks(size):
+            yield torch.from_numpy(np.ascontiguousarray(images))
+
+
 def load_image_sample(run, data: str | None = None, *, samples: int = 2000, seed: int = 0,
                       data_dir: str | None = None) -> InspectData:
     """Up to ``samples`` held-out images of ``data`` (default: the run's own source) with their labels."""
+    from deepstrata.data.shards import is_shard_dir
     from deepstrata.data.split import split_dataset
 
+    if is_shard_dir(data or run.config.data.source):
+        return load_shard_sample(run, data or run.config.data.source, samples=samples, seed=seed)
     source, same, dataset, (c, h, w), match = _image_source(run, data, data_dir)
     if same:
         splits = split_dataset(dataset, seed=run.config.train.seed, val_fraction=run.config.data.val_fraction,
