@@ -15,7 +15,6 @@ import torch
 from deepstrata.config import RunConfig, dump_config, load_config, resolved_train
 from deepstrata.engine import checkpoint as ckpt
 from deepstrata.engine import distributed
-from deepstrata.errors import ConfigError
 from deepstrata.engine.devices import resolve_device
 from deepstrata.engine.loop import train
 from deepstrata.run import Run, default_run_dir, prepare_run_dir, write_run_records
@@ -150,10 +149,7 @@ def fit(
     splits = split_dataset(dataset, seed=cfg.train.seed, val_fraction=cfg.data.val_fraction,
                            test_fraction=cfg.data.test_fraction)
     load_seconds = time.perf_counter() - started
-    env = distributed.setup(resolve_device(cfg.train.device).type)
-    if cfg.train.devices > 1 and not env.active:
-        raise ConfigError(f"devices={cfg.train.devices}: several processes are started by the CLI "
-                          "(`deepstrata fit --devices N`) or by torchrun (`torchrun --nproc-per-node N -m deepstrata fit`)")
+    env = distributed.join(resolve_device(cfg.train.device).type, cfg.train.devices)
     quiet = quiet or not env.is_main
     if env.is_main:
         run_dir = prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)

@@ -27,6 +27,9 @@ from deepstrata.engine.loop import train
 from deepstrata.models.transformer import TransformerClassifier
 from deepstrata.tasks.text_classification import TextClassificationTask
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script by torchrun: find `tests`
+from tests.engine.test_loop import CrashingTask  # noqa: E402
+
 TOPICS = (("goal", "match", "striker", "league", "coach", "score"),
           ("stock", "market", "shares", "profit", "bank", "trade"),
           ("chip", "software", "robot", "science", "laptop", "data"))
@@ -65,33 +68,6 @@ def main(out: Path) -> None:
     distributed.teardown()
 
 
-class Crash(Exception):
-    pass
-
-
-class CrashAfter:
-    """The task, raising after ``after`` training batches on every rank: a run killed mid-epoch."""
-
-    def __init__(self, task, after):
-        self.task, self.after, self.primary_metric = task, after, task.primary_metric
-
-    def num_batches(self, batch_size):
-        return self.task.num_batches(batch_size)
-
-    def train_batches(self, epoch, batch_size, seed, start=0):
-        for batch in self.task.train_batches(epoch, batch_size, seed, start):
-            if self.after == 0:
-                raise Crash()
-            self.after -= 1
-            yield batch
-
-    def loss(self, model, batch):
-        return self.task.loss(model, batch)
-
-    def validate(self, model, device):
-        return self.task.validate(model, device)
-
-
 def dropout_main(out: Path, run_dir: Path, crash_after: int, resume: bool) -> None:
     """Dropout 0.3, checkpoints every 4 steps into ``run_dir``; optionally crash or resume.
 
@@ -104,7 +80,7 @@ def dropout_main(out: Path, run_dir: Path, crash_after: int, resume: bool) -> No
     model = TransformerClassifier(tokenizer.vocab_size, 3, dim=16, layers=1, heads=2, max_length=16, dropout=0.3)
     task = TextClassificationTask(train_ids, labels[:45], val_ids, labels[45:], label_smoothing=0.1)
     cfg = TrainConfig(epochs=2, batch_size=8, lr=3e-3, device="cpu", seed=0, checkpoint_every=4)
-    train(model, CrashAfter(task, crash_after) if crash_after else task, cfg, run_dir, resume=resume, quiet=True)
+    train(model, CrashingTask(task, crash_after) if crash_after else task, cfg, run_dir, resume=resume, quiet=True)
     rank = distributed.current().rank
     (out / f"draw{rank}.txt").write_text(repr(torch.rand(3).tolist()))
     distributed.teardown()

@@ -142,6 +142,15 @@ def broadcast_object(obj):
     return box[0]
 
 
+def join(device_type: str, devices: int) -> DistEnv:
+    """``setup``, and an error when ``devices`` > 1 asks for processes nobody started."""
+    env = setup(device_type)
+    if devices > 1 and not env.active:
+        raise ConfigError(f"devices={devices}: several processes are started by the CLI (`deepstrata fit --devices N`) "
+                          "or by torchrun (`torchrun --nproc-per-node N -m deepstrata fit`)")
+    return env
+
+
 def gather_object(obj) -> list | None:
     """Every rank's ``obj`` as a list on rank 0 (``None`` elsewhere); ``[obj]`` for one process."""
     if not _ENV.active:

@@ -316,10 +316,7 @@ def fit_shards(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = Fa
                               "before training); shards stream")
     started = time.perf_counter()
     shards = open_shards(cfg.data.source)
-    env = distributed.setup(resolve_device(cfg.train.device).type)
-    if cfg.train.devices > 1 and not env.active:
-        raise ConfigError(f"devices={cfg.train.devices}: several processes are started by the CLI "
-                          "(`deepstrata fit --devices N`) or by torchrun (`torchrun --nproc-per-node N -m deepstrata fit`)")
+    env = distributed.join(resolve_device(cfg.train.device).type, cfg.train.devices)
     main = env.is_main
     counts = {name: shards.splits[name].count for name in ("train", "val", "test")}
     if main:

@@ -455,10 +455,7 @@ def fit_text(data, model: str | None = None, *, config: RunConfig | str | Path |
     splits = split_text(dataset, seed=cfg.train.seed, val_fraction=cfg.data.val_fraction,
                         test_fraction=cfg.data.test_fraction)
     load_seconds = time.perf_counter() - started
-    env = distributed.setup(resolve_device(cfg.train.device).type)
-    if cfg.train.devices > 1 and not env.active:
-        raise ConfigError(f"devices={cfg.train.devices}: several processes are started by the CLI "
-                          "(`deepstrata fit --devices N`) or by torchrun (`torchrun --nproc-per-node N -m deepstrata fit`)")
+    env = distributed.join(resolve_device(cfg.train.device).type, cfg.train.devices)
     quiet = quiet or not env.is_main
     cfg = dataclasses.replace(cfg, train=resolved_train(cfg.train, len(splits.train_y)))
     if cfg.train.batch_size % env.world_size:
