@@ -100,3 +100,9 @@ def test_local_share_and_environment_checks(monkeypatch):
         monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError, match="RANK=5 is outside"):
         distributed.read_environment()
+
+
+def test_devices_without_a_launcher_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="devices=2: several processes are started by the CLI"):
+        distributed.join("cpu", 2)
+    assert distributed.join("cpu", 1).world_size == 1
