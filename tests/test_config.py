@@ -50,3 +50,17 @@ def test_override_ignores_none_and_checks_model_name():
     assert cfg.train.epochs == TrainConfig().epochs and cfg.train.seed == 5
     with pytest.raises(ConfigError, match="model.name"):
         RunConfig().override(model={"name": "resnet9000"})
+
+
+def test_per_world_turns_a_per_device_batch_into_the_global_one():
+    from deepstrata.config import TrainConfig, per_world
+
+    base = TrainConfig(batch_size=32, lr=0.01)
+    assert per_world(base, 4) == base  # default: batch_size is already the global batch
+    for scaling, lr in (("none", 0.01), ("linear", 0.04), ("sqrt", 0.02)):
+        per = per_world(TrainConfig(batch_size=32, lr=0.01, batch_per_device=True, lr_scaling=scaling), 4)
+        assert per.batch_size == 128 and per.lr == pytest.approx(lr)
+        assert per_world(per, 4) == per  # applying it twice changes nothing
+    assert per_world(TrainConfig(batch_size=32, batch_per_device=True, lr_scaling="linear"), 1).batch_size == 32
+    with pytest.raises(ConfigError, match="train.lr_scaling"):
+        TrainConfig(lr_scaling="cubic")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from deepstrata import __version__, cli_inspect, cli_recommend, cli_text
 from deepstrata import cli_shard
-from deepstrata.config import DEVICES, PRECISIONS, SCHEDULES
+from deepstrata.config import DEVICES, LR_SCALINGS, PRECISIONS, SCHEDULES
 from deepstrata.errors import DeepstrataError
 from deepstrata.models.registry import IMAGE_MODELS, MODEL_NAMES
 
@@ -57,6 +57,11 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--devices", type=int, help="data-parallel processes on this machine (DDP: gloo on CPU, NCCL on "
                    "CUDA); --batch-size stays the global batch, split evenly across processes")
+    p.add_argument("--batch-per-device", action="store_true", default=None,
+                   help="--batch-size is each process's batch (the global batch is N times it); default: global")
+    p.add_argument("--lr-scaling", choices=LR_SCALINGS,
+                   help="with --batch-per-device, scale --lr with the N-fold global batch: linear (x N), sqrt, "
+                        "or none (default)")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--data-on-device", action="store_true", default=None,
                    help="keep the whole data set on the accelerator and augment there (small data sets)")
@@ -145,7 +150,7 @@ def _fit(args: argparse.Namespace, argv_of_fit: list[str] | None = None) -> int:
         saved = Path(args.out) / "config.yaml"
         devices = load_config(saved).train.devices if saved.is_file() else 1
     if (devices or 1) > 1 and not distributed.launched_by_torchrun():
-        if args.batch_size and args.batch_size % devices:
+        if args.batch_size and args.batch_size % devices and not args.batch_per_device:
             raise DeepstrataError(f"--batch-size {args.batch_size} is not divisible by --devices {devices}; "
                                   f"the global batch is split evenly across processes")
         if not args.out:

@@ -22,6 +22,7 @@ PRECISIONS = ("32", "bf16", "fp16")
 OPTIMIZERS = ("adamw", "sgd")
 FLIPS = ("auto", "random", "alternate", "none")
 FILLS = ("zeros", "reflect")
+LR_SCALINGS = ("none", "linear", "sqrt")
 
 
 def _check_choice(key: str, value: Any, choices: tuple) -> None:
@@ -119,6 +120,8 @@ class TrainConfig:
     compile: bool = False
     data_on_device: bool = False
     devices: int = 1
+    batch_per_device: bool = False
+    lr_scaling: str = "none"
     patience: int = 0
     checkpoint_every: int = 0
     eval_batch_size: int = 1024
@@ -160,6 +163,9 @@ class TrainConfig:
         _check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("train.flip", self.flip, FLIPS)
         _check_choice("train.translate_fill", self.translate_fill, FILLS)
+        _check_choice("train.lr_scaling", self.lr_scaling, LR_SCALINGS)
+        if not isinstance(self.batch_per_device, bool):
+            raise ConfigError(f"train.batch_per_device: got {self.batch_per_device!r}, expected true or false")
         if not isinstance(self.momentum, (int, float)) or not 0.0 <= float(self.momentum) < 1.0:
             raise ConfigError(f"train.momentum: got {self.momentum!r}, expected 0 <= value < 1")
         _check_positive("train.norm_lr_scale", self.norm_lr_scale, kind=float)
@@ -319,6 +325,23 @@ def resolved_train(train: "TrainConfig", n_train: int) -> "TrainConfig":
     batch_size = train.batch_size or auto_batch_size(n_train)
     epochs = train.epochs or auto_epochs(n_train, batch_size)
     return dataclasses.replace(train, batch_size=batch_size, epochs=epochs)
+
+
+def per_world(train: "TrainConfig", world_size: int) -> "TrainConfig":
+    """The global batch and learning rate that ``world_size`` processes train with.
+
+    By default ``batch_size`` is the global batch and ``lr`` is used as given, whatever the
+    number of processes. With ``batch_per_device`` it is each process's batch (global =
+    N x it), and ``lr_scaling`` adapts ``lr`` to that N-fold batch: ``linear`` multiplies it
+    by N (Goyal et al. 2017), ``sqrt`` by sqrt(N). The result has both switches off, so
+    applying it twice changes nothing.
+    """
+    if train.batch_size is None or not train.batch_per_device:
+        return train
+    growth = float(world_size)
+    factor = {"none": 1.0, "linear": growth, "sqrt": growth**0.5}[train.lr_scaling]
+    return dataclasses.replace(train, batch_size=train.batch_size * world_size, lr=train.lr * factor,
+                               batch_per_device=False, lr_scaling="none")
 
 
 @dataclass(frozen=True)

@@ -106,3 +106,18 @@ def test_devices_without_a_launcher_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="devices=2: several processes are started by the CLI"):
         distributed.join("cpu", 2)
     assert distributed.join("cpu", 1).world_size == 1
+
+
+def test_per_device_batch_and_linear_lr_scaling_on_two_processes(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "deepstrata", "fit", "--data", "digits", "--epochs", "1",
+                           "--width", "8", "--batch-size", "33", "--batch-per-device", "--lr-scaling", "linear",
+                           "--lr", "0.001", "--schedule", "constant", "--device", "cpu", "--no-baselines",
+                           "--devices", "2", "--out", str(out)], capture_output=True, text=True, timeout=300, env=env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "global batch 66 (33 each), lr 0.002" in proc.stderr
+    row = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    train_examples = json.loads((out / "comparison.json").read_text())["split"]["train"]
+    assert row["lr"] == pytest.approx(0.002) and row["step"] == train_examples // 66
+    saved = (out / "config.yaml").read_text()
+    assert "batch_size: 33" in saved and "batch_per_device: true" in saved  # what the user asked, resumable as such

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from deepstrata.config import TrainConfig, resolved_train
+from deepstrata.config import TrainConfig, per_world, resolved_train
 from deepstrata.engine import checkpoint as ckpt
 from deepstrata.engine import distributed
 from deepstrata.engine.devices import autocast, move, resolve_device, synchronize
@@ -147,8 +147,12 @@ def train(
         # Sized from the data when the caller left them open (see config.resolved_train).
         config = resolved_train(config, getattr(task, "num_examples", 10_000))
     env = distributed.setup(resolve_device(config.device).type)
+    config = per_world(config, env.world_size)  # a per-device batch becomes the global one
     device = distributed.device_for_rank(resolve_device(config.device))
     main = env.is_main
+    if main and not quiet and env.world_size > 1:
+        print(f"data parallel: {env.world_size} processes, global batch {config.batch_size} "
+              f"({config.batch_size // env.world_size} each), lr {config.lr:g}", file=sys.stderr)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     # Each rank draws its own dropout masks (rank 0 those of a single process); data order and

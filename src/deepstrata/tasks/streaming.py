@@ -293,7 +293,7 @@ def fit_shards(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = Fa
     with a note, when the test split is larger than ``BASELINE_MAX_TEST_BYTES``.
     """
     from deepstrata.baselines.image_features import run_image_baselines
-    from deepstrata.config import dump_config, resolved_train
+    from deepstrata.config import dump_config, per_world, resolved_train
     from deepstrata.engine import checkpoint as ckpt
     from deepstrata.engine.devices import resolve_device
     from deepstrata.engine.loop import train
@@ -342,7 +342,8 @@ def fit_shards(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = Fa
     params = sum(p.numel() for p in net.parameters())
     streaming = f"streamed from {len(task.train.shards)} train shards, shuffle buffer {task.buffer_size} examples"
     if env.world_size > 1:
-        used = task.num_batches(cfg.train.batch_size) * cfg.train.batch_size
+        global_batch = per_world(cfg.train, env.world_size).batch_size
+        used = task.num_batches(global_batch) * global_batch
         streaming += (f", {env.world_size} ranks reading whole shards: {used:,} of {counts['train']:,} train examples "
                       "per epoch (a different remainder each epoch)")
     if main:

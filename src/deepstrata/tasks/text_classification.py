@@ -37,7 +37,8 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from deepstrata.config import RunConfig, TextConfig, TrainConfig, dump_config, load_config, resolved_train
+from deepstrata.config import (RunConfig, TextConfig, TrainConfig, dump_config, load_config, per_world,
+                               resolved_train)
 from deepstrata.data.text import TextDataset, TextSplits, load_text, read_texts, split_text
 from deepstrata.data.tokenizer import TextTokenizer, pad_batch
 from deepstrata.engine import checkpoint as ckpt
@@ -458,8 +459,9 @@ def fit_text(data, model: str | None = None, *, config: RunConfig | str | Path |
     env = distributed.join(resolve_device(cfg.train.device).type, cfg.train.devices)
     quiet = quiet or not env.is_main
     cfg = dataclasses.replace(cfg, train=resolved_train(cfg.train, len(splits.train_y)))
-    if cfg.train.batch_size % env.world_size:
-        raise batch_size_error(cfg.train.batch_size, env.world_size)
+    global_batch = per_world(cfg.train, env.world_size).batch_size
+    if global_batch % env.world_size:
+        raise batch_size_error(global_batch, env.world_size)
     run_dir = Path(out) if out is not None else default_run_dir(cfg.data.source, cfg.model.name)
     if env.is_main:
         run_dir = prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
@@ -507,7 +509,7 @@ def fit_text(data, model: str | None = None, *, config: RunConfig | str | Path |
                                       pad_id=tokenizer.pad_id, label_smoothing=cfg.train.label_smoothing,
                                       eval_batch_size=cfg.train.eval_batch_size, precision=cfg.train.precision)
         tokens_per_epoch = int(encoded["train"].lengths.sum())
-        padded_per_epoch = task.padded_slots(cfg.train.batch_size, cfg.train.seed)
+        padded_per_epoch = task.padded_slots(global_batch, cfg.train.seed)
     text_info = {
         "tokenizer": TOKENIZER_FILE, "tokenizer_kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size,
         "max_length": cfg.text.max_length, "text_column": cfg.text.text_column,
