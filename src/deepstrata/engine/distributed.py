@@ -133,6 +133,22 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def val_metrics_from_sums(loss_sum: float, correct: float, count: int, device: torch.device) -> dict[str, float]:
+    """``val_loss`` and ``val_accuracy`` from this process's sums over its share of the
+    validation split, added across processes so that every example counts once."""
+    sums = torch.tensor([loss_sum, correct, float(count)], dtype=torch.float64, device=device)
+    loss_sum, correct, count = all_reduce_sum(sums).tolist()
+    return {"val_loss": loss_sum / max(count, 1), "val_accuracy": correct / max(count, 1)}
+
+
+def val_metrics(logits: torch.Tensor, y: torch.Tensor, device: torch.device) -> dict[str, float]:
+    """``val_metrics_from_sums`` for the logits and labels of this process's share (cross-entropy)."""
+    if len(y) == 0:
+        return val_metrics_from_sums(0.0, 0.0, 0, device)
+    loss_sum = torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
+    return val_metrics_from_sums(loss_sum, float((logits.argmax(1) == y).sum()), len(y), device)
+
+
 def broadcast_object(obj):
     """Rank 0's value of ``obj`` on every rank."""
     if not _ENV.active:

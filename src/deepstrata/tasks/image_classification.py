@@ -194,14 +194,7 @@ class ImageClassificationTask:
         if len(self.val_y) == 0:
             return {}  # no validation split (val_fraction 0): the loop keeps the last epoch
         x, y = self.val_x[part], self.val_y[part].cpu()
-        logits = self.predict(model, x, device)
-        sums = torch.tensor([
-            F.cross_entropy(logits, y, reduction="sum").item() if len(y) else 0.0,
-            float((logits.argmax(1) == y).sum()) if len(y) else 0.0,
-            float(len(y)),
-        ], dtype=torch.float64, device=device)
-        loss_sum, correct, count = distributed.all_reduce_sum(sums).tolist()
-        return {"val_loss": loss_sum / max(count, 1), "val_accuracy": correct / max(count, 1)}
+        return distributed.val_metrics(self.predict(model, x, device), y, device)
 
 
 def probabilities(logits: torch.Tensor) -> np.ndarray:

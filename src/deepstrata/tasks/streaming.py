@@ -261,10 +261,7 @@ class ShardedImageTask:
     def validate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
         env = distributed.current()
         predicted, truth, loss_sum = self.predictions(model, device, "val", env.rank, env.world_size)
-        sums = torch.tensor([loss_sum, float((predicted == truth).sum()), float(len(truth))], dtype=torch.float64,
-                            device=device)
-        loss_sum, correct, count = distributed.all_reduce_sum(sums).tolist()
-        return {"val_loss": loss_sum / max(count, 1), "val_accuracy": correct / max(count, 1)}
+        return distributed.val_metrics_from_sums(loss_sum, float((predicted == truth).sum()), len(truth), device)
 
     def sample(self, split: str, limit: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """A seeded random sample of at most ``limit`` examples of a split (all of it, in order, if smaller)."""

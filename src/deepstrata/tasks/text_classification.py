@@ -235,13 +235,7 @@ class TextClassificationTask:
         ids = self.val_ids[env.rank::env.world_size]
         y = self.val_y[env.rank::env.world_size]
         logits = predict_logits(model, ids, device, self.eval_batch_size, self.precision)
-        sums = torch.tensor([
-            F.cross_entropy(logits, y, reduction="sum").item() if len(y) else 0.0,
-            float((logits.argmax(1) == y).sum()) if len(y) else 0.0,
-            float(len(y)),
-        ], dtype=torch.float64, device=device)
-        loss_sum, correct, count = distributed.all_reduce_sum(sums).tolist()
-        return {"val_loss": loss_sum / max(count, 1), "val_accuracy": correct / max(count, 1)}
+        return distributed.val_metrics(logits, y, device)
 
 
 class FrozenFeatureTask:
