@@ -45,6 +45,19 @@ def test_unknown_keys_are_named_with_the_file(tmp_path):
         load_config(tmp_path / "missing.yaml")
 
 
+def test_freeze_after_is_a_mapping_of_layer_names_to_positive_epochs(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  freeze_after: {stem: 3}\n")
+    cfg = load_config(path)
+    assert cfg.train.freeze_after == {"stem": 3}
+    path.write_text(dump_config(cfg))
+    assert load_config(path) == cfg
+    with pytest.raises(ConfigError, match="train.freeze_after: got 3, expected a mapping"):
+        TrainConfig(freeze_after=3)
+    with pytest.raises(ConfigError, match="train.freeze_after.stem: got 0"):
+        TrainConfig(freeze_after={"stem": 0})
+
+
 def test_override_ignores_none_and_checks_model_name():
     cfg = RunConfig().override(train={"epochs": None, "seed": 5})
     assert cfg.train.epochs == TrainConfig().epochs and cfg.train.seed == 5

@@ -100,8 +100,10 @@ class TrainConfig:
     (``norm_lr_scale``), a one-cycle that starts and ends above zero (``lr_start``,
     ``lr_end`` as fractions of ``lr``), a Lookahead pull towards a slow moving average of
     the weights, flips that alternate by epoch instead of being drawn at random, crops
-    whose border is the mirrored image rather than zeros (``translate_fill``), and
-    test-time augmentation (mirror + 1-pixel translations averaged).
+    whose border is the mirrored image rather than zeros (``translate_fill``),
+    test-time augmentation (mirror + 1-pixel translations averaged), and
+    ``freeze_after``: named layers that train only for their first N epochs (the recipe
+    stops its whitening stem's bias after 3, ``{stem: 3}``).
     """
 
     epochs: int | None = None
@@ -136,6 +138,7 @@ class TrainConfig:
     translate: int | None = None
     translate_fill: str = "zeros"
     tta: bool = False
+    freeze_after: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.epochs is not None:
@@ -178,6 +181,14 @@ class TrainConfig:
                 raise ConfigError(f"train.{key}: got {getattr(self, key)!r}, expected true or false")
         if self.translate is not None:
             _check_positive("train.translate", self.translate, allow_zero=True)
+        if not isinstance(self.freeze_after, dict):
+            raise ConfigError(f"train.freeze_after: got {self.freeze_after!r}, expected a mapping of layer name "
+                              "to epochs, e.g. {stem: 3}")
+        for name, epochs in self.freeze_after.items():
+            if not isinstance(name, str) or not name:
+                raise ConfigError(f"train.freeze_after: got key {name!r}, expected a layer name")
+            _check_positive(f"train.freeze_after.{name}", epochs)
+        object.__setattr__(self, "freeze_after", dict(self.freeze_after))  # a private copy
 
 
 SPLITS = ("leave-last-out", "temporal")

@@ -1,5 +1,6 @@
 """Lookahead, Nesterov SGD groups and the speed-run schedule, and exact resumption with them on."""
 
+import dataclasses
 import json
 
 import pytest
@@ -9,6 +10,7 @@ from torch import nn
 from deepstrata.config import TrainConfig
 from deepstrata.engine.loop import build_optimizer, learning_rate, train
 from deepstrata.engine.lookahead import Lookahead
+from deepstrata.errors import ConfigError
 from deepstrata.models.whitened_cnn import WhitenedCNN
 from deepstrata.tasks.image_classification import ImageClassificationTask
 from tests.engine.test_loop import Crash, CrashingTask, blobs
@@ -73,6 +75,47 @@ def test_sgd_groups_scale_norm_learning_rate_but_not_their_decay_per_step():
     adam = build_optimizer(model, TrainConfig())
     assert isinstance(adam, torch.optim.AdamW)
     assert [g["weight_decay"] for g in adam.param_groups] == [5e-4, 0.0, 0.0]
+
+
+class EpochSnapshots(CrashingTask):
+    """Copies the named parameters at the start of every epoch."""
+
+    def __init__(self, task, model, names):
+        super().__init__(task, after=-1)
+        self.model, self.names, self.seen = model, names, []
+
+    def train_batches(self, epoch, batch_size, seed, start=0):
+        params = dict(self.model.named_parameters())
+        self.seen.append({name: params[name].detach().clone() for name in self.names})
+        yield from self.task.train_batches(epoch, batch_size, seed, start)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_freeze_after_stops_a_layer_exactly_from_that_epoch(optimizer):
+    model, task = make()
+    names = ["layers.stem.conv.bias", "layers.stage1.conv1.weight"]
+    snapshots = EpochSnapshots(task, model, names)
+    cfg = dataclasses.replace(RECIPE, optimizer=optimizer, lookahead=False, freeze_after={"stem": 1})
+    train(model, snapshots, cfg, None, quiet=True)
+    start, after_one, after_two = snapshots.seen
+    stem, stage = names
+    assert not torch.equal(start[stem], after_one[stem])  # epoch 1 trains the whitening bias ...
+    assert torch.equal(after_one[stem], after_two[stem])  # ... epoch 2 leaves it exactly (decay included)
+    assert not torch.equal(after_one[stage], after_two[stage])  # while the other layers keep learning
+
+
+def test_freeze_after_names_the_layers_a_model_has():
+    model = WhitenedCNN((3, 16, 16), 4, width=8)
+    opt = build_optimizer(model, dataclasses.replace(RECIPE, freeze_after={"stem": 3}))
+    limited = [g for g in opt.param_groups if "until_epoch" in g]
+    assert [g["until_epoch"] for g in limited] == [3]
+    assert [id(p) for p in limited[0]["params"]] == [id(model.layers["stem"].conv.bias)]
+    # The other groups keep their order (kernels, biases, norms), so older checkpoints still load.
+    assert [g["lr_scale"] for g in opt.param_groups if "until_epoch" not in g] == [1.0, 16.0]
+    with pytest.raises(ConfigError, match="unknown layer 'stemm'; this model has: stem, stage1"):
+        build_optimizer(model, dataclasses.replace(RECIPE, freeze_after={"stemm": 3}))
+    with pytest.raises(ConfigError, match="Linear has no named layers"):
+        build_optimizer(nn.Linear(2, 2), dataclasses.replace(RECIPE, freeze_after={"stem": 3}))
 
 
 def test_recipe_learns_and_keeps_the_last_epoch_without_validation():

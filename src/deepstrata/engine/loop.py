@@ -31,6 +31,7 @@ from deepstrata.engine import checkpoint as ckpt
 from deepstrata.engine import distributed
 from deepstrata.engine.devices import autocast, move, resolve_device, synchronize
 from deepstrata.engine.lookahead import Lookahead
+from deepstrata.errors import ConfigError
 
 
 class Task(Protocol):
@@ -87,24 +88,52 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     LayerNorm) learn ``norm_lr_scale`` times faster; under SGD their weight decay is
     divided by the same factor so that the shrink per step stays that of the others. Each
     group's ``lr_scale`` is applied by the loop when it sets the scheduled rate.
+
+    Parameters of the layers named in ``freeze_after`` get groups of their own that carry
+    ``until_epoch``; from that epoch on the loop sets their learning rate to 0, which
+    stops them exactly under SGD and AdamW alike (decay and step both scale with it)
+    while DDP still sees the same parameters every step.
     """
     norm_ids = {id(p) for module in model.modules() if isinstance(module, _NORMS)
                 for p in module.parameters(recurse=False)}
-    kernels, biases, norms = [], [], []
-    for param in model.parameters():
-        if param.requires_grad:
-            (norms if id(param) in norm_ids else kernels if param.dim() >= 2 else biases).append(param)
+    limits = _epoch_limits(model, config.freeze_after)
     sgd = config.optimizer == "sgd"
     scale = config.norm_lr_scale
-    groups = [
-        {"params": kernels, "weight_decay": config.weight_decay, "lr_scale": 1.0},
-        {"params": biases, "weight_decay": config.weight_decay if sgd else 0.0, "lr_scale": 1.0},
-        {"params": norms, "weight_decay": config.weight_decay / scale if sgd else 0.0, "lr_scale": scale},
-    ]
-    groups = [group for group in groups if group["params"]]
+    by_kind: dict[tuple, dict] = {}
+    for param in model.parameters():
+        if not param.requires_grad:
+            continue
+        kind = "norm" if id(param) in norm_ids else "kernel" if param.dim() >= 2 else "bias"
+        until = limits.get(id(param))
+        group = by_kind.get((kind, until))
+        if group is None:
+            decay = {"kernel": config.weight_decay, "bias": config.weight_decay if sgd else 0.0,
+                     "norm": config.weight_decay / scale if sgd else 0.0}[kind]
+            group = by_kind[(kind, until)] = {"params": [], "weight_decay": decay,
+                                             "lr_scale": scale if kind == "norm" else 1.0}
+            if until is not None:
+                group["until_epoch"] = until
+        group["params"].append(param)
+    # Kernels, biases, norms (the order checkpoints hold), each before its epoch-limited part.
+    order = ("kernel", "bias", "norm")
+    groups = [by_kind[key] for key in sorted(by_kind, key=lambda k: (order.index(k[0]), k[1] is not None, k[1] or 0))]
     if sgd:
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0)
     return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99), eps=1e-8)
+
+
+def _epoch_limits(model: nn.Module, freeze_after: dict[str, int]) -> dict[int, int]:
+    """``id(parameter) -> epochs it trains`` for the named layers in ``freeze_after``."""
+    if not freeze_after:
+        return {}
+    layers = getattr(model, "layers", None)
+    if not isinstance(layers, nn.ModuleDict):
+        raise ConfigError(f"train.freeze_after: {type(model).__name__} has no named layers to freeze")
+    unknown = [name for name in freeze_after if name not in layers]
+    if unknown:
+        raise ConfigError(f"train.freeze_after: unknown layer {', '.join(map(repr, unknown))}; "
+                          f"this model has: {', '.join(layers.keys())}")
+    return {id(param): epochs for name, epochs in freeze_after.items() for param in layers[name].parameters()}
 
 
 @dataclass
@@ -220,7 +249,8 @@ def train(
             batch = move(batch, device)
             lr = learning_rate(config, loop["step"], total_steps)
             for group in optimizer.param_groups:
-                group["lr"] = lr * group.get("lr_scale", 1.0)
+                frozen = epoch >= group.get("until_epoch", math.inf)
+                group["lr"] = 0.0 if frozen else lr * group.get("lr_scale", 1.0)
             with autocast(device, config.precision):
                 loss, correct = task.loss(net, batch)
             optimizer.zero_grad(set_to_none=True)
