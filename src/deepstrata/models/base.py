@@ -119,3 +119,20 @@ class NamedLayerModel(nn.Module):
         head = self.layers["head"]
         head.fc = nn.Linear(head.fc.in_features, num_classes)
         self.spec = {**self.spec, "num_classes": num_classes}
+
+
+class ImageModel(PixelNormalized, NamedLayerModel):
+    """An image family (CNN, MLP, whitened CNN): pixel statistics, named layers, a spec to rebuild it.
+
+    Subclasses build their layers (ending in a ``ClassifierHead``) and hand them to
+    ``set_layers``, which keeps everything the families share in one place.
+    """
+
+    def set_layers(self, layers: dict[str, nn.Module], *, family: str, in_shape: tuple[int, int, int],
+                   num_classes: int, width: int, depth: int, mean: list[float] | None,
+                   std: list[float] | None) -> None:
+        self.register_pixel_stats(in_shape[0], mean, std)
+        self.layers = nn.ModuleDict(layers)
+        self.feature_dim = layers["head"].fc.in_features
+        self.spec = {"family": family, "in_shape": list(in_shape), "num_classes": num_classes, "width": width,
+                     "depth": depth}

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from deepstrata.models.base import ClassifierHead, NamedLayerModel, PixelNormalized
+from deepstrata.models.base import ClassifierHead, ImageModel
 
 
 def conv_bn(c_in: int, c_out: int) -> nn.Sequential:
@@ -62,7 +62,7 @@ def stage_count(height: int, width: int, max_stages: int = 3) -> int:
     return max(count, 1)
 
 
-class CNN(PixelNormalized, NamedLayerModel):
+class CNN(ImageModel):
     """Layers: ``stem``, ``stage1`` … ``stageK``, ``head``; input float images [N, C, H, W] in [0, 1]."""
 
     def __init__(
@@ -80,7 +80,6 @@ class CNN(PixelNormalized, NamedLayerModel):
         stages = depth if depth is not None else stage_count(height, width_px)
         widths = [width * 2**i for i in range(stages)]
         stem_width = max(width // 2, 8)
-        self.register_pixel_stats(channels, mean, std)
         layers: dict[str, nn.Module] = {"stem": conv_bn(channels, stem_width)}
         c_in = stem_width
         # Small images (digits' 8x8) keep full resolution in stage1: there is little to spare.
@@ -89,12 +88,5 @@ class CNN(PixelNormalized, NamedLayerModel):
             layers[f"stage{index}"] = Stage(c_in, c_out, downsample=not (keep_first and index == 1))
             c_in = c_out
         layers["head"] = ClassifierHead(c_in, num_classes, spatial=True)
-        self.layers = nn.ModuleDict(layers)
-        self.feature_dim = c_in
-        self.spec = {
-            "family": "cnn",
-            "in_shape": list(in_shape),
-            "num_classes": num_classes,
-            "width": width,
-            "depth": stages,
-        }
+        self.set_layers(layers, family="cnn", in_shape=in_shape, num_classes=num_classes, width=width,
+                        depth=stages, mean=mean, std=std)

@@ -10,14 +10,14 @@ import math
 
 from torch import nn
 
-from deepstrata.models.base import ClassifierHead, NamedLayerModel, PixelNormalized
+from deepstrata.models.base import ClassifierHead, ImageModel
 
 
 def dense(n_in: int, n_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(n_in, n_out), nn.BatchNorm1d(n_out), nn.ReLU(inplace=True))
 
 
-class MLP(PixelNormalized, NamedLayerModel):
+class MLP(ImageModel):
     """Layers: ``stem`` (flatten + dense), ``stage1`` … ``stageK`` (dense), ``head``."""
 
     def __init__(
@@ -31,20 +31,11 @@ class MLP(PixelNormalized, NamedLayerModel):
         std: list[float] | None = None,
     ) -> None:
         super().__init__()
-        channels = in_shape[0]
         hidden = width * 8
         stages = depth if depth is not None else 2
-        self.register_pixel_stats(channels, mean, std)
         layers: dict[str, nn.Module] = {"stem": nn.Sequential(nn.Flatten(), dense(math.prod(in_shape), hidden))}
         for index in range(1, stages + 1):
             layers[f"stage{index}"] = dense(hidden, hidden)
         layers["head"] = ClassifierHead(hidden, num_classes, spatial=False)
-        self.layers = nn.ModuleDict(layers)
-        self.feature_dim = hidden
-        self.spec = {
-            "family": "mlp",
-            "in_shape": list(in_shape),
-            "num_classes": num_classes,
-            "width": width,
-            "depth": stages,
-        }
+        self.set_layers(layers, family="mlp", in_shape=in_shape, num_classes=num_classes, width=width,
+                        depth=stages, mean=mean, std=std)

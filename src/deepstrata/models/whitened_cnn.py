@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from deepstrata.models.base import ClassifierHead, NamedLayerModel, PixelNormalized
+from deepstrata.models.base import ClassifierHead, ImageModel
 from deepstrata.models.cnn import stage_count
 
 WHITEN_KERNEL = 2
@@ -95,7 +95,7 @@ class WhiteningStem(nn.Module):
         self.conv.weight.copy_(torch.cat([kernels, -kernels]).to(self.conv.weight))
 
 
-class WhitenedCNN(PixelNormalized, NamedLayerModel):
+class WhitenedCNN(ImageModel):
     """Layers: ``stem``, ``stage1`` … ``stageK``, ``head``; input float images [N, C, H, W] in [0, 1]."""
 
     def __init__(
@@ -112,22 +112,14 @@ class WhitenedCNN(PixelNormalized, NamedLayerModel):
         channels, height, width_px = in_shape
         stages = depth if depth is not None else stage_count(height - 1, width_px - 1)
         widths = [width] + [4 * width] * (stages - 1)
-        self.register_pixel_stats(channels, mean, std)
         layers: dict[str, nn.Module] = {"stem": WhiteningStem(channels)}
         c_in = layers["stem"].conv.out_channels
         for index, c_out in enumerate(widths, start=1):
             layers[f"stage{index}"] = ConvGroup(c_in, c_out)
             c_in = c_out
         layers["head"] = ClassifierHead(c_in, num_classes, spatial=True, bias=False, scale=LOGIT_SCALE)
-        self.layers = nn.ModuleDict(layers)
-        self.feature_dim = c_in
-        self.spec = {
-            "family": "whitened-cnn",
-            "in_shape": list(in_shape),
-            "num_classes": num_classes,
-            "width": width,
-            "depth": stages,
-        }
+        self.set_layers(layers, family="whitened-cnn", in_shape=in_shape, num_classes=num_classes, width=width,
+                        depth=stages, mean=mean, std=std)
 
     def init_whitening(self, images: torch.Tensor) -> None:
         """Fit the stem to training images given as floats in [0, 1] (normalised here first)."""
