@@ -49,6 +49,9 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     assert two["world_size"] == 2 and one["world_size"] == 1
     assert two["val_accuracy"] == pytest.approx(one["val_accuracy"], abs=1e-9)
     assert two["val_loss"] == pytest.approx(one["val_loss"], abs=1e-4)
+    # One example, two processes: counted once, not zero or two times.
+    assert two["lone_val_accuracy"] == one["lone_val_accuracy"] in (0.0, 1.0)
+    assert two["lone_val_loss"] == pytest.approx(one["lone_val_loss"], abs=1e-4)
     # Only rank 0 wrote the run's files, once.
     rows = (tmp_path / "double" / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(rows) == 2
