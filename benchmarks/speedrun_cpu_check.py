@@ -78,8 +78,8 @@ def main() -> None:
     sides = args.sides.split(",")
     fills = args.fills.split(",") if "deepstrata" in sides else []
     lr = 1.5 * args.batch_size / 1024  # airbench's 11.5 per 1024 examples at momentum 0.85, for the mean loss
-    rows = []
     for seed in args.seeds:
+        rows = []
         if "airbench" in sides:
             start = time.perf_counter()
             out = subprocess.run([sys.executable, "-c", AIRBENCH_ON_CPU, str(seed), str(args.width), str(args.epochs),
@@ -95,7 +95,7 @@ def main() -> None:
                          translate_fill=fill)
             accuracy = run.comparison()["rows"][0]["metrics"]["accuracy"]
             rows.append((f"deepstrata, translate_fill={fill}", seed, accuracy, time.perf_counter() - start))
-        for row in rows[-len(fills) - ("airbench" in sides):]:
+        for row in rows:
             print(f"| {row[0]} | {row[1]} | {row[2]:.4f} | {row[3]:.0f} |", flush=True)
 
 

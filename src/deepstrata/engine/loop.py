@@ -99,24 +99,20 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     limits = _epoch_limits(model, config.freeze_after)
     sgd = config.optimizer == "sgd"
     scale = config.norm_lr_scale
-    by_kind: dict[tuple, dict] = {}
+    settings = {"kernel": (config.weight_decay, 1.0), "bias": (config.weight_decay if sgd else 0.0, 1.0),
+                "norm": (config.weight_decay / scale if sgd else 0.0, scale)}  # (weight decay, lr scale)
+    members: dict[tuple[str, int | None], list[nn.Parameter]] = {}
     for param in model.parameters():
-        if not param.requires_grad:
-            continue
-        kind = "norm" if id(param) in norm_ids else "kernel" if param.dim() >= 2 else "bias"
-        until = limits.get(id(param))
-        group = by_kind.get((kind, until))
-        if group is None:
-            decay = {"kernel": config.weight_decay, "bias": config.weight_decay if sgd else 0.0,
-                     "norm": config.weight_decay / scale if sgd else 0.0}[kind]
-            group = by_kind[(kind, until)] = {"params": [], "weight_decay": decay,
-                                             "lr_scale": scale if kind == "norm" else 1.0}
-            if until is not None:
-                group["until_epoch"] = until
-        group["params"].append(param)
+        if param.requires_grad:
+            kind = "norm" if id(param) in norm_ids else "kernel" if param.dim() >= 2 else "bias"
+            members.setdefault((kind, limits.get(id(param))), []).append(param)
     # Kernels, biases, norms (the order checkpoints hold), each before its epoch-limited part.
-    order = ("kernel", "bias", "norm")
-    groups = [by_kind[key] for key in sorted(by_kind, key=lambda k: (order.index(k[0]), k[1] is not None, k[1] or 0))]
+    order = list(settings)
+    groups = []
+    for (kind, until), params in sorted(members.items(), key=lambda item: (order.index(item[0][0]), item[0][1] or 0)):
+        decay, lr_scale = settings[kind]
+        groups.append({"params": params, "weight_decay": decay, "lr_scale": lr_scale}
+                      | ({"until_epoch": until} if until is not None else {}))
     if sgd:
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0)
     return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99), eps=1e-8)
