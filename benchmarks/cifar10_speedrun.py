@@ -8,7 +8,13 @@ own ``warmup94`` does; timings are of the runs after it. airbench's time is what
 prints (whitening init + training + TTA evaluation, GPU-event timed); deepstrata's is
 its loop's training seconds plus the timed TTA evaluation of the test split.
 
-    python benchmarks/cifar10_speedrun.py --data cifar10-jpeg/ --work /tmp/speedrun --runs 3
+Seeds: deepstrata's run ``i`` of ``--runs`` uses seed ``i`` (0, 1, 2 for ``--runs 3``); the
+two ``--compile`` runs and the warm-up use seed 0; airbench's runs are its own ``run=i``.
+Every row is kept in ``benchmarks/results/cifar10_speedrun_<date>_<gpu>_seeds0-1-2_<precisions>.json``
+(``--json`` to choose the file).
+
+    python benchmarks/cifar10_speedrun.py --data cifar10-jpeg/ --work /tmp/speedrun --runs 3 \
+        --precisions bf16,32 --compile
     python benchmarks/cifar10_speedrun.py --data ../shared/data/cifar10-jpeg --limit 2000 --epochs 1 \\
         --skip-airbench --precisions 32    # a CPU smoke test of the harness
 
@@ -31,6 +37,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_io import result_path, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "cifar10-94.yaml"
@@ -169,7 +178,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="use the first N training images (smoke tests)")
     parser.add_argument("--compile", action="store_true", help="also one deepstrata run with --compile")
     parser.add_argument("--skip-airbench", action="store_true")
-    parser.add_argument("--json", default=None, help="write the rows here")
+    parser.add_argument("--json", default=None, help="write the rows here (default: benchmarks/results/"
+                        "cifar10_speedrun_<date>_<machine>_seeds<S>_<precisions>[-compile].json)")
     args = parser.parse_args()
 
     work = Path(args.work)
@@ -199,10 +209,10 @@ def main() -> None:
     mine = [r["seconds"] for r in rows if r["side"] == "deepstrata" and not r["compile"]]
     if ab and mine:
         summary["ratio_median"] = round(float(np.median(mine) / np.median(ab)), 3)
-    text = json.dumps(summary, indent=1)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text)
+    print(json.dumps(summary, indent=1))
+    tag = args.precisions.replace(",", "+") + ("-compile" if args.compile else "") + (f"-n{args.limit}" if args.limit else "")
+    write_results(Path(args.json) if args.json else result_path("cifar10_speedrun", list(range(args.runs)), tag),
+                  {**summary, "settings": vars(args)}, list(range(args.runs)))
 
 
 if __name__ == "__main__":

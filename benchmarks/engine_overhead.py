@@ -3,9 +3,11 @@
 Both train the same CNN on the same uint8 tensors for the same steps with the same
 augmentation, loss, clipping, schedule and a validation pass per epoch; the engine also
 writes metrics.jsonl and checkpoints each epoch (that is part of what it costs).
-They alternate, several repeats, in one process; the median time ratio is reported.
+They alternate, several repeats, in one process; the median time ratio is reported, and
+every repeat's seconds are kept in ``benchmarks/results/`` (``--results`` to choose the file).
+Seed 0 throughout (split, initialisation, batches).
 
-    python benchmarks/engine_overhead.py --data digits --repeats 5
+    python benchmarks/engine_overhead.py --data digits --epochs 5 --repeats 7
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from deepstrata.data.split import split_dataset
 from deepstrata.engine.loop import batch_generator, build_optimizer, learning_rate, train
 from deepstrata.models.cnn import CNN
 from deepstrata.tasks.image_classification import ImageClassificationTask, channel_stats, predict_logits, to_float
+from results_io import result_path, write_results
 
 
 def hand_loop(model, splits, cfg: TrainConfig, padding: int) -> None:
@@ -61,6 +64,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--max-train", type=int, default=None, help="use only this many training images")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="raw output JSON (default: benchmarks/results/engine_overhead_<date>_<machine>_seed0_"
+                        "<data>.json)")
     args = parser.parse_args()
 
     splits = split_dataset(load_images(args.data), seed=0)
@@ -96,6 +102,11 @@ def main() -> None:
     print(f"engine s: {', '.join(f'{t:.2f}' for t in engine_times)}")
     print(f"hand   s: {', '.join(f'{t:.2f}' for t in hand_times)}")
     print(f"median ratio engine/hand: {statistics.median(ratios):.3f}  (per-repeat: {', '.join(f'{r:.3f}' for r in ratios)})")
+    results = {"data": args.data, "epochs": args.epochs, "width": args.width, "batch_size": args.batch_size,
+               "repeats": args.repeats, "max_train": args.max_train, "torch_threads": torch.get_num_threads(),
+               "engine_seconds": engine_times, "hand_seconds": hand_times, "ratios": ratios,
+               "median_ratio": statistics.median(ratios)}
+    write_results(args.results or result_path("engine_overhead", 0, Path(args.data).name), results, 0)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Learned CNN vs hand-engineered baselines on an image source, as `deepstrata fit` runs them.
 
 Prints one Markdown table row per model (test accuracy, macro-F1, train seconds) and
-the machine facts, for BENCHMARKS.md.
+the machine facts, for BENCHMARKS.md, and keeps the raw output (the run's comparison
+rows and split) in ``benchmarks/results/`` (``--results`` to choose the file).
 
     python benchmarks/image_classification.py --data digits
     python benchmarks/image_classification.py --data ../shared/data/mnist
@@ -26,6 +27,7 @@ from pathlib import Path
 import torch
 
 import deepstrata as ds
+from results_io import result_path, write_results
 
 
 def machine() -> str:
@@ -41,6 +43,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--check-threads", action="store_true")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="raw output JSON (default: benchmarks/results/image_classification_<date>_<machine>_"
+                        "seed<S>_<data>.json)")
     args = parser.parse_args()
     overrides = {k: v for k, v in {"epochs": args.epochs, "width": args.width, "batch_size": args.batch_size}.items()
                  if v is not None}
@@ -59,6 +64,7 @@ def main() -> None:
             m = row["metrics"]
             print(f"| {row['name']} | {row['kind']} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | {row['train_seconds']:.1f} |")
 
+        threads_check = None
         if args.check_threads:
             from deepstrata.baselines.image_features import run_image_baselines
             from deepstrata.data.images import load_images
@@ -76,6 +82,12 @@ def main() -> None:
                    baselines=False, **overrides)
             again = time.perf_counter() - start
             print(f"torch fit right after the sklearn baselines: {after:.1f}s; the same fit again: {again:.1f}s")
+            threads_check = {"fit_after_baselines_s": after, "fit_again_s": again}
+        results = {"data": args.data, "model": args.model, "overrides": overrides, "seed": args.seed,
+                   "fit_wall_seconds": wall, "split": comparison["split"], "rows": comparison["rows"],
+                   "check_threads": threads_check}
+        write_results(args.results or result_path("image_classification", args.seed, Path(args.data).name),
+                      results, args.seed)
 
 
 if __name__ == "__main__":

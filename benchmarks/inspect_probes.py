@@ -15,6 +15,10 @@ initialisation, all drawn from the inspection seed: each is given as mean ± std
 inspection (t-SNE and pictures included); later seeds skip t-SNE and writing.
 
     nice -n 15 .venv/bin/python benchmarks/inspect_probes.py [--reuse] [--out benchmarks/out/inspect]
+
+Run directories go under ``--out`` (not kept in git); the measured figures are kept in
+``benchmarks/results/inspect_probes_<date>_<machine>_seeds0-1-2.json`` (``--results``), and
+the section written to BENCHMARKS.md names that file. The runs train with seed 0.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import torch
 
 import deepstrata
 from deepstrata.inspect import inspect_run
+from results_io import result_path, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = ROOT.parent / "shared" / "data" / "mnist"
@@ -74,14 +79,16 @@ def fmt(mean: float, std: float) -> str:
     return f"{mean:.3f} ± {std:.3f}"
 
 
-def section(results: dict, args: argparse.Namespace, train_seconds: dict) -> str:
+def section(results: dict, args: argparse.Namespace, train_seconds: dict, raw: Path) -> str:
     date = dt.date.today().isoformat()
     lines = [SECTION, "",
              f"`nice -n 15 .venv/bin/python benchmarks/inspect_probes.py{' --reuse' if args.reuse else ''}` "
              f"— this machine ({platform.machine()}, {torch.get_num_threads()} torch threads, CPU), {date}. "
              f"Probe accuracy = held-out accuracy of a logistic regression on each layer's pooled features "
              f"(fitted on half the inspected sample, scored on the other half), mean ± std over {args.seeds} "
-             "inspection seeds (sample, probe split and random-init control drawn from the seed) of one trained run.",
+             "inspection seeds (sample, probe split and random-init control drawn from the seed) of one trained run "
+             "(trained with seed 0).",
+             f"Raw output: `{raw.relative_to(ROOT) if raw.is_relative_to(ROOT) else raw}`.",
              ""]
     for name, r in results.items():
         trained_for = train_seconds.get(name)
@@ -126,6 +133,8 @@ def main() -> None:
     parser.add_argument("--skip-mnist", action="store_true")
     parser.add_argument("--finding", default="", help="a sentence appended to the section")
     parser.add_argument("--benchmarks", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="raw output JSON (default: benchmarks/results/inspect_probes_<date>_<machine>_seeds<S>.json)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -141,8 +150,10 @@ def main() -> None:
                             "training": f"`deepstrata fit --data ../shared/data/mnist --epochs {args.mnist_epochs}` "
                                         "(other options default; few epochs because the CPU is small)"}
         print(json.dumps(results["MNIST"], indent=1, default=str))
-    (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str))
-    write_section(section(results, args, train_seconds), args.benchmarks)
+    raw = write_results(args.results or result_path("inspect_probes", list(range(args.seeds))),
+                        {"results": results, "train_seconds": train_seconds}, list(range(args.seeds)),
+                        training_seed=0)
+    write_section(section(results, args, train_seconds, raw), args.benchmarks)
     print(f"wrote {SECTION!r} to {args.benchmarks}")
 
 

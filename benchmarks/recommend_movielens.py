@@ -7,7 +7,9 @@ Run (from the repository root; the figures in BENCHMARKS.md came from this comma
 
     nice -n 15 .venv/bin/python benchmarks/recommend_movielens.py --seeds 0 1 2 --threads 1
 
-Writes a JSON of every figure to ``--json`` and prints Markdown tables.
+Writes a JSON of every figure to ``--json`` (default
+``benchmarks/results/recommend_movielens_<date>_<machine>_seeds<S>.json``, rewritten after
+each fit so a run stopped midway keeps what it measured) and prints Markdown tables.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 import deepstrata as ds
 from deepstrata.recsys_metrics import METRIC_NAMES
 from deepstrata.tasks.recommendation import recommend_users
+from results_io import result_path, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "movielens-100k"
@@ -47,8 +50,7 @@ def rows_of(run: ds.Run) -> dict[str, dict]:
 
 def save(path: Path, results: dict) -> None:
     """Write what is measured so far, so a long run stopped midway keeps its figures."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2) + "\n")
+    write_results(path, results, results["seeds"])
 
 
 def mean_std(values: list[float]) -> str:
@@ -80,11 +82,14 @@ def main() -> None:
     parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS,
                         help="loo: all models and baselines over the seeds; sampled: SASRec on sampled negatives; "
                         "update: first 90%% + update vs full retrain; serving: recommend latency and throughput")
-    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "out" / "recommend_movielens.json")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="raw output (default: benchmarks/results/recommend_movielens_<date>_<machine>_seeds<S>"
+                        "[_smoke].json)")
     parser.add_argument("--smoke", action="store_true", help="1 epoch each, to check the script end to end")
     args = parser.parse_args()
     if args.smoke:
         SMOKE.update(epochs=1, update_epochs=1)
+    args.json = args.json or result_path("recommend_movielens", args.seeds, "smoke" if args.smoke else None)
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="ds-rec-bench-"))
     results: dict = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch "

@@ -7,6 +7,9 @@ item-kNN fit, and full-ranking evaluation of every user for popularity, item-kNN
 (untrained) SASRec, and reports the peak resident memory.
 
     nice -n 15 .venv/bin/python benchmarks/recommend_scale.py --events 1000000 --threads 1
+
+The synthetic log is drawn with seed 0; the timings and the peak RSS are kept in
+``benchmarks/results/`` (``--results`` to choose the file).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from deepstrata.data.interactions import leave_last_out, read_interactions
 from deepstrata.models.recsys import SASRec
 from deepstrata.recsys_metrics import evaluate_scorer
 from deepstrata.tasks.recommendation import model_scorer
+from results_io import result_path, write_results
 
 
 def synthetic_log(path: Path, events: int, users: int, items: int, seed: int = 0) -> None:
@@ -47,6 +51,9 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=6040)
     parser.add_argument("--items", type=int, default=3706)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--results", type=Path, default=None,
+                        help="raw output JSON (default: benchmarks/results/recommend_scale_<date>_<machine>_seed0_"
+                        "<events>.json)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as folder:
@@ -79,6 +86,9 @@ def main() -> None:
     for name, seconds in timings.items():
         print(f"  {name:<16} {seconds:6.1f} s")
     print(f"  peak RSS         {peak:6.0f} MB")
+    results = {"events": len(log), "users": log.num_users, "items": log.num_items, "test_users": len(split.test),
+               "threads": args.threads, "seconds": timings, "peak_rss_mb": peak}
+    write_results(args.results or result_path("recommend_scale", 0, f"{args.events}events"), results, 0)
 
 
 if __name__ == "__main__":

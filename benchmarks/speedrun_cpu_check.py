@@ -11,6 +11,10 @@ one process at a time, over seeds.
     # full scale (all 50,000 images, width 64, 10 epochs of 1024): about an hour a side on 2 cores
     PYTHONPATH=path/to/airbench python benchmarks/speedrun_cpu_check.py --seeds 0 --limit 0 --width 64 \
         --epochs 10 --batch-size 1024 --fills reflect
+
+Every row (side, seed, test accuracy, seconds) is kept in
+``benchmarks/results/speedrun_cpu_check_<date>_<machine>_seeds<S>_<settings>.json`` (``--results``),
+rewritten after each seed.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import cifar10_speedrun as speedrun  # noqa: E402  (the harness next to this file)
+from results_io import result_path, write_results  # noqa: E402
 
 AIRBENCH_ON_CPU = """
 import sys, time, torch
@@ -62,7 +67,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--sides", default="airbench,deepstrata", help="which sides to run")
     parser.add_argument("--fills", default="zeros,reflect", help="deepstrata translate_fill settings to run")
+    parser.add_argument("--results", type=Path, default=None, help="raw output JSON (default: benchmarks/results/"
+                        "speedrun_cpu_check_<date>_<machine>_seeds<S>_w<W>-e<E>-b<B>-n<N>-<sides>.json)")
     args = parser.parse_args()
+    results_path = args.results or result_path(
+        "speedrun_cpu_check", args.seeds,
+        f"w{args.width}-e{args.epochs}-b{args.batch_size}-n{args.limit or 50000}-{args.sides.replace(',', '+')}")
+    settings = {k: v for k, v in vars(args).items() if k != "results"}
+    kept: list[dict] = []
 
     import deepstrata as ds
 
@@ -97,6 +109,9 @@ def main() -> None:
             rows.append((f"deepstrata, translate_fill={fill}", seed, accuracy, time.perf_counter() - start))
         for row in rows:
             print(f"| {row[0]} | {row[1]} | {row[2]:.4f} | {row[3]:.0f} |", flush=True)
+        kept += [{"side": side, "seed": s, "test_accuracy": accuracy, "seconds": seconds}
+                 for side, s, accuracy, seconds in rows]
+        write_results(results_path, {"settings": settings, "lr": lr, "rows": kept}, args.seeds)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,9 @@ it. Before the read and train phases the shard files are dropped from the page c
 (``posix_fadvise(DONTNEED)``), so they are read from disk, not from memory.
 
     nice -n 15 python benchmarks/streaming.py --limit-mb 640 --steps 200
+
+The synthetic bytes and the training use seed 0. Every phase's figures are kept in
+``benchmarks/results/streaming_<date>_<machine>_seed0_<limit>MiB.json`` (``--results``).
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from results_io import result_path, write_results
 
 SHAPE = (3, 32, 32)
 CLASSES = 10
@@ -209,6 +214,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--dir", type=Path, help="where to write the shards (default: a temporary folder, removed)")
     parser.add_argument("--keep", action="store_true", help="keep the shards")
+    parser.add_argument("--results", type=Path, default=None, help="raw output JSON (default: "
+                        "benchmarks/results/streaming_<date>_<machine>_seed0_<limit>MiB.json)")
     parser.add_argument("--phase", choices=tuple(PHASES), help=argparse.SUPPRESS)
     parser.add_argument("--data-mb", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -248,6 +255,10 @@ def main() -> int:
     print(f"peak RSS of the streaming phases: {worst:.0f} MiB — {verdict} the {args.limit_mb:.0f} MiB limit, "
           f"with a data set of {w['bytes_on_disk'] / MIB:,.0f} MiB")
     print(json.dumps({"limit_mb": args.limit_mb, **results}))
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("phase", "dir")}
+    write_results(args.results or result_path("streaming", 0, f"{args.limit_mb:g}MiB"),
+                  {"settings": settings, "limit_mb": args.limit_mb, "phases": results,
+                   "streaming_over_memory": t["samples_per_s"] / m["samples_per_s"], "worst_peak_rss_mb": worst}, 0)
     return 0 if worst <= args.limit_mb else 1
 
 

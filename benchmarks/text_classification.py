@@ -10,16 +10,19 @@ baseline, so the rows are directly comparable; each row's wall time covers the w
 
 Options for one model: ``--opt transformer:max_length=512 --opt minilm:epochs=2``; a variant
 is named ``<model>-<tag>`` (``--models transformer-512 --opt transformer-512:max_length=512``).
-Results go to ``--out`` as ``<data>.json`` (appended row by row) and a Markdown table on
-stdout; run directories go under ``--runs`` (default: ``--out``).
+Results go to ``--results`` (default
+``benchmarks/results/text_classification_<date>_<machine>_seed<S>_<data>.json``, appended row
+by row, so the several commands of one day and machine share a file) and a Markdown table on
+stdout; run directories go under ``--runs`` (default: ``--out``, ``benchmarks/out/text``, not
+kept in git).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -32,6 +35,7 @@ import torch  # noqa: E402
 import deepstrata as ds  # noqa: E402
 from deepstrata.baselines.text_features import run_text_baseline  # noqa: E402
 from deepstrata.data.text import load_text, split_text  # noqa: E402
+from results_io import read_results, result_path, write_results  # noqa: E402
 
 SOURCES = {"imdb": "imdb/aclImdb_labeled.tar.xz", "ag-news": "ag-news/test.csv"}
 MODELS = {"transformer": {"model": "transformer"}, "minilm-frozen": {"model": "minilm", "freeze": True},
@@ -69,6 +73,8 @@ def main() -> int:
     parser.add_argument("--opt", action="append", default=[], metavar="MODEL:KEY=VALUE")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "text"))
     parser.add_argument("--runs", help="where the run directories go (default: --out)")
+    parser.add_argument("--results", type=Path, default=None, help="raw output JSON, appended (default: "
+                        "benchmarks/results/text_classification_<date>_<machine>_seed<S>_<data>.json)")
     args = parser.parse_args()
     runs = Path(args.runs or args.out)
 
@@ -85,8 +91,8 @@ def main() -> int:
                "load": os.getloadavg()[0]}
     print(f"{args.data}: train {len(splits.train_y)} / val {len(splits.val_y)} / test {len(splits.test_y)} "
           f"(read in {load_seconds:.1f}s); machine {machine}", file=sys.stderr)
-    results_path = out / f"{args.data}.json"
-    results = json.loads(results_path.read_text()) if results_path.is_file() else []
+    results_path = args.results or result_path("text_classification", args.seed, args.data)
+    results = read_results(results_path) if results_path.is_file() else []
     for name in args.models.split(","):
         t0 = time.perf_counter()
         if name == "tfidf":
@@ -108,9 +114,9 @@ def main() -> int:
                   "accuracy": row["metrics"]["accuracy"], "macro_f1": row["metrics"]["macro_f1"],
                   "wall_seconds": round(wall, 1), "train_seconds": row["train_seconds"], "params": row["params"],
                   "settings": row["settings"], "machine": machine,
-                  "date": time.strftime("%Y-%m-%d")}
+                  "date": time.strftime("%Y-%m-%d"), "command": shlex.join(["python", *sys.argv])}
         results.append(result)
-        results_path.write_text(json.dumps(results, indent=2) + "\n")
+        write_results(results_path, results, args.seed)
         print(f"| {args.data} | {name} | {result['accuracy']:.4f} | {result['macro_f1']:.4f} | {wall:.0f} | "
               f"{row['settings'].get('train_tokens_per_second', '')} | {machine['gpu'] or 'cpu'} |", flush=True)
     return 0

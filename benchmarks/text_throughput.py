@@ -6,6 +6,9 @@ code paths ``fit`` and ``embed`` use: length-bucketed padded batches, the one lo
 step (forward, backward, AdamW), and length-sorted inference batches.
 
     python benchmarks/text_throughput.py --texts 512 --max-length 256
+
+Training uses ``TrainConfig``'s default seed 0; the rows are kept in
+``benchmarks/results/text_throughput_<date>_<machine>_seed0_<N>texts.json`` (``--out``).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from deepstrata.data.text import load_text  # noqa: E402
 from deepstrata.data.tokenizer import TextTokenizer  # noqa: E402
 from deepstrata.engine.loop import train  # noqa: E402
 from deepstrata.tasks.text_classification import TextClassificationTask, pooled_features  # noqa: E402
+from results_io import result_path, write_results  # noqa: E402
 
 
 def encoders(texts: list[str], max_length: int, pretrained: str | None):
@@ -53,7 +57,8 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--pretrained-path")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "text" / "throughput.json"))
+    parser.add_argument("--out", default=None, help="raw output JSON (default: "
+                        "benchmarks/results/text_throughput_<date>_<machine>_seed0_<N>texts.json)")
     args = parser.parse_args()
 
     data = load_text(Path(args.data_root) / "imdb" / "aclImdb_labeled.tar.xz", max_per_class=args.texts // 2)
@@ -81,8 +86,8 @@ def main() -> int:
                "date": time.strftime("%Y-%m-%d")}
         results.append(row)
         print(json.dumps(row), flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    write_results(Path(args.out) if args.out else result_path("text_throughput", 0, f"{args.texts}texts"),
+                  results, 0)
     return 0
 
 

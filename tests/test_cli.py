@@ -14,7 +14,9 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from deepstrata.engine import checkpoint as ckpt
 from deepstrata.cli import build_parser, main
+from tests.run_files import checkpoint_file
 
 QUICK = ["--epochs", "4", "--batch-size", "64", "--width", "8", "--device", "cpu", "--quiet"]
 
@@ -48,7 +50,7 @@ def test_help_is_complete(capsys):
 
 def test_fit_writes_a_complete_run_directory(digits_run):
     for name in ("config.yaml", "model.json", "provenance.json", "metrics.jsonl", "comparison.json",
-                 "confusion.json", "report.html", "checkpoints/best.safetensors", "checkpoints/last.json"):
+                 "confusion.json", "report.html", "checkpoints/best.safetensors", "checkpoints/latest"):
         assert (digits_run / name).is_file(), name
     comparison = json.loads((digits_run / "comparison.json").read_text())
     assert comparison["task"] == "image-classification" and comparison["primary_metric"] == "accuracy"
@@ -130,6 +132,30 @@ def test_bad_cli_value_exits_2():
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
 
 
+@pytest.mark.parametrize("flag,value,expected", [
+    ("--lr", "inf", "--lr: got inf, expected a finite positive number"),  # trained to NaN with exit 0 before
+    ("--weight-decay", "nan", "--weight-decay: got nan, expected a finite number >= 0"),  # likewise
+    ("--seed", "-5", "--seed: got -5, expected an integer from 0 to 4294967295"),  # a numpy traceback before
+])
+def test_non_finite_and_out_of_range_values_never_train(tmp_path, flag, value, expected):
+    out = tmp_path / "run"
+    proc = cli("fit", "--data", "digits", "--out", str(out), *QUICK, flag, value)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(lines) == 3, proc.stderr
+    assert lines == ["usage: deepstrata fit [options]", f"deepstrata fit: error: {expected}",
+                     "see 'deepstrata fit --help'"]
+    assert not out.exists()
+
+
+def test_out_under_a_file_is_one_line_not_a_traceback(tmp_path):
+    (tmp_path / "data.csv").write_text("keep me")
+    proc = cli("fit", "--data", "digits", "--out", str(tmp_path / "data.csv" / "run"), *QUICK)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    line, = proc.stderr.strip().splitlines()
+    assert line.startswith("deepstrata: error: ") and str(tmp_path / "data.csv" / "run") in line
+    assert (tmp_path / "data.csv").read_text() == "keep me"
+
+
 def test_killed_run_resumes_to_the_same_weights(tmp_path):
     args = ["--data", "digits", "--epochs", "3", "--width", "8", "--batch-size", "64", "--checkpoint-every", "3",
             "--device", "cpu", "--no-baselines", "--quiet", "--threads", "1"]
@@ -138,9 +164,8 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     proc = subprocess.Popen([sys.executable, "-m", "deepstrata", "fit", *args, "--out", str(tmp_path / "run")],
                             env=env, stderr=subprocess.PIPE)
-    marker = tmp_path / "run" / "checkpoints" / "last.json"
     deadline = time.time() + 120
-    while time.time() < deadline and not (marker.is_file() and json.loads(marker.read_text())["step"] >= 6):
+    while time.time() < deadline and (ckpt.latest_state(tmp_path / "run" / "checkpoints") or {"step": 0})["step"] < 6:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -149,7 +174,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
 
     resumed = cli("fit", "--resume", "--out", str(tmp_path / "run"), "--quiet")
     assert resumed.returncode == 0, resumed.stderr
-    for name in ("last.safetensors", "best.safetensors"):
-        a = load_file(str(tmp_path / "ref" / "checkpoints" / name))
-        b = load_file(str(tmp_path / "run" / "checkpoints" / name))
+    for name in ("latest/weights.safetensors", "best.safetensors"):
+        a = load_file(str(checkpoint_file(tmp_path / "ref", name)))
+        b = load_file(str(checkpoint_file(tmp_path / "run", name)))
         assert all(torch.equal(a[k], b[k]) for k in a), name

@@ -77,3 +77,21 @@ def test_per_world_turns_a_per_device_batch_into_the_global_one():
     assert per_world(TrainConfig(batch_size=32, batch_per_device=True, lr_scaling="linear"), 1).batch_size == 32
     with pytest.raises(ConfigError, match="train.lr_scaling"):
         TrainConfig(lr_scaling="cubic")
+
+
+def test_a_key_in_the_wrong_section_names_its_section(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  text_column: body\n")
+    with pytest.raises(ConfigError, match=r"run.yaml: unknown key train.text_column; text_column belongs in "
+                                          r"section text \(text.text_column\)"):
+        load_config(path)
+
+
+def test_non_finite_values_are_refused_by_key_in_a_file(tmp_path):
+    path = tmp_path / "run.yaml"
+    for text, key in (("train:\n  lr: .inf\n", "train.lr"), ("train:\n  weight_decay: .nan\n", "train.weight_decay"),
+                      ("recommend:\n  min_rating: .nan\n", "recommend.min_rating"),
+                      ("text:\n  dropout: .nan\n", "text.dropout"), ("train:\n  seed: -5\n", "train.seed")):
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=rf"run.yaml: {key}: got (nan|inf|-5), expected"):
+            load_config(path)

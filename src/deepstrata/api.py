@@ -18,6 +18,7 @@ from deepstrata.engine import distributed
 from deepstrata.engine.devices import resolve_device
 from deepstrata.engine.loop import train
 from deepstrata.run import Run, default_run_dir, prepare_run_dir, write_run_records
+from deepstrata.rundir import check_resumable, finish_run, guarded, kept_baseline_rows, resume_point
 
 
 def _say(quiet: bool, message: str) -> None:
@@ -53,6 +54,14 @@ TASKS = ("image", "text", "recommend")
 TEXT_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet", ".txt")
 
 
+def task_of_config(config: RunConfig | str | Path) -> str | None:
+    """The family a config names with its ``task:`` key, when it is not the image default (which the data
+    or model may still override: a config without ``task:`` reads as an image one)."""
+    if isinstance(config, (str, Path)):
+        config = load_config(config)
+    return {"text-classification": "text", "recommendation": "recommend"}.get(config.task)
+
+
 def detect_task(data, model: str | None, task: str | None) -> str:
     """Which task a fit is: named explicitly, implied by the model, or by the data's form.
 
@@ -81,6 +90,7 @@ def detect_task(data, model: str | None, task: str | None) -> str:
     return "image"
 
 
+@guarded  # a fit that raises leaves its run directory marked and unlocked (see deepstrata.rundir)
 def fit(
     data=None,
     model: str | None = None,
@@ -111,6 +121,8 @@ def fit(
         # A resumed run is of the task it was started as (its config says which).
         saved = load_config(Path(out) / "config.yaml").task
         task = {"text-classification": "text", "recommendation": "recommend"}.get(saved, "image")
+    if task is None and config is not None:
+        task = task_of_config(config)  # `fit --config RUN/config.yaml`: a text or recommendation run's own task
     kind = detect_task(data, model, task)
     if kind == "text":
         from deepstrata.tasks.text_classification import fit_text
@@ -152,11 +164,13 @@ def fit(
     env = distributed.join(resolve_device(cfg.train.device).type, cfg.train.devices)
     quiet = quiet or not env.is_main
     if env.is_main:
-        run_dir = prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
+        run_dir = prepare_run_dir(run_dir, resume=resume, overwrite=overwrite,
+                                  data=(cfg.data.source, cfg.data.data_dir), quiet=quiet)
     distributed.barrier()
+    resuming = resume_point(run_dir, resume, quiet)
     cfg = dataclasses.replace(cfg, train=resolved_train(cfg.train, len(splits.train_y)))
     device = distributed.device_for_rank(resolve_device(cfg.train.device))
-    if env.is_main:
+    if env.is_main and not resuming:  # a resume rewrites its records only once its training has run
         ckpt.atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
     in_shape = tuple(splits.train_x.shape[1:])
     num_classes = len(splits.classes)
@@ -193,19 +207,28 @@ def fit(
         "data": {"source": dataset.source, "format": dataset.format, "notes": dataset.notes,
                  "input_shape": list(in_shape), "augmentation": task.describe_augmentation()},
     }
-    if env.is_main:
+    if resuming:
+        check_resumable(run_dir, model_info)
+    elif env.is_main:
         write_run_records(run_dir, model_info, device, cfg.train.seed, env.world_size)
     _say(quiet, f"model: {cfg.model.name} ({params:,} parameters; layers {', '.join(net.layer_names)}) on {device}; "
                 f"augmentation: {task.describe_augmentation()}")
 
-    result = train(net, task, cfg.train, run_dir, resume=resume, quiet=quiet, description=cfg.model.name)
+    result = train(net, task, cfg.train, run_dir, resume=resuming, quiet=quiet, description=cfg.model.name)
     if not env.is_main:
         distributed.teardown()
         return None
+    if resuming:
+        ckpt.atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+        write_run_records(run_dir, model_info, device, cfg.train.seed, env.world_size)
     logits = task.predict(net, splits.test_x, device)
     predicted = logits.argmax(1).numpy()
     truth = splits.test_y.numpy()
     rows = [learned_row(run_dir, cfg.model.name, splits.classes, truth, predicted, result, net)]
+    split = {"train": len(splits.train_y), "val": len(splits.val_y), "test": len(splits.test_y),
+             "test_is_official": splits.test_is_official, "seed": cfg.train.seed}
+    if not cfg.baselines and resume:
+        rows += kept_baseline_rows(run_dir, cfg.data.source, split, quiet)
     if cfg.baselines:
         _say(quiet, "baselines: hand-engineered features (HOG + intensity histogram, raw pixels) → logistic regression")
         for baseline in run_image_baselines(
@@ -213,8 +236,6 @@ def fit(
             num_classes, seed=cfg.train.seed,
         ):
             rows.append(baseline.row())
-    split = {"train": len(splits.train_y), "val": len(splits.val_y), "test": len(splits.test_y),
-             "test_is_official": splits.test_is_official, "seed": cfg.train.seed}
     return finish_image_run(run_dir, cfg.data.source, split, rows, device, quiet=quiet)
 
 
@@ -251,5 +272,6 @@ def finish_image_run(run_dir: Path, source: str, split: dict, rows: list[dict], 
         print(format_comparison_table(comparison))
         print(f"run directory: {run_dir}")
         print(f"report: {report}")
+    finish_run(run_dir)
     distributed.teardown()
     return Run(run_dir, device=str(device))

@@ -1,20 +1,27 @@
 """The command line: a door to the Python API, with no logic of its own.
 
 Every verb parses its arguments and makes one API call. A ``DeepstrataError`` (bad
-file, key or value) becomes one line on stderr and exit status 2, never a traceback.
+file, key or value) becomes one line on stderr and exit status 2, never a traceback;
+so does an ``OSError`` (``--out`` under a file, a read-only folder, a full disk), as
+``deepstrata: error: PATH: reason``. ``DEEPSTRATA_DEBUG=1`` shows the traceback of an
+``OSError`` instead, for when one is a bug rather than the user's path. A bad flag
+value is refused while parsing, in three lines (``cli_args.Parser``), before anything runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from deepstrata import __version__, cli_inspect, cli_recommend, cli_text
 from deepstrata import cli_shard
+from deepstrata.cli_args import (POSITIVE_COUNT, Parser, for_verb, in_flag_names, misapplied, number, os_error_line,
+                                 task_only, verb_parser, warn)
 from deepstrata.config import DEVICES, LR_SCALINGS, PRECISIONS, SCHEDULES
-from deepstrata.errors import DeepstrataError
+from deepstrata.errors import ConfigError, DeepstrataError, Interrupted
 from deepstrata.models.registry import IMAGE_MODELS, MODEL_NAMES
 
 IMAGE_FORMATS = ("digits", "folder", "idx", "cifar")
@@ -34,29 +41,40 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", choices=("image", "text", "recommend"),
                    help="what to learn (default: implied by --model and the data: images, text tables, interaction logs)")
     p.add_argument("--format", choices=IMAGE_FORMATS, help="override the detected kind of SOURCE")
-    p.add_argument("--data-dir", metavar="DIR", help="cache for named data sets (default $DEEPSTRATA_DATA or ~/.cache/deepstrata)")
-    p.add_argument("--image-size", type=int, metavar="PX", help="resize folder images to PX x PX (default: their most common size)")
-    p.add_argument("--skip-bad", action="store_true", default=None, help="skip unreadable images in a folder (the count is reported)")
-    p.add_argument("--val-fraction", type=float, metavar="F",
-                   help="share of the training data held out for validation (default 0.1; 0 for image runs: "
-                        "train on all of it, keep the last epoch)")
+    task_only(p.add_argument("--data-dir", metavar="DIR",
+                             help="cache for named data sets (default $DEEPSTRATA_DATA or ~/.cache/deepstrata)"), "image")
+    task_only(p.add_argument("--image-size", type=number("data.image_size"), metavar="PX",
+                             help="resize folder images to PX x PX (default: their most common size)"), "image")
+    task_only(p.add_argument("--skip-bad", action="store_true", default=None,
+                             help="skip unreadable images in a folder (the count is reported)"), "image")
+    task_only(p.add_argument("--val-fraction", type=number("data.val_fraction"), metavar="F",
+                             help="share of the training data held out for validation (default 0.1); image runs "
+                                  "also take 0: no validation split, train on all of it and keep the last epoch"),
+              "image", "text")
     p.add_argument("--model", choices=MODEL_NAMES, help="model family (default cnn)")
-    p.add_argument("--width", type=int, help="base channel width of the model (default 32)")
-    p.add_argument("--epochs", type=int, help="training epochs (default: about 900 steps, between 4 and 40 epochs)")
-    p.add_argument("--batch-size", type=int, help="examples per step (default 128; 256 from 10,000 training examples)")
-    p.add_argument("--lr", type=float, help="peak learning rate of AdamW (default 3e-3)")
-    p.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 5e-4)")
+    p.add_argument("--width", type=number("model.width"), help="base channel width of the model (default 32)")
+    p.add_argument("--epochs", type=number("train.epochs"),
+                   help="training epochs (default: about 900 steps, between 4 and 40 epochs)")
+    p.add_argument("--batch-size", type=number("train.batch_size"),
+                   help="examples per step (default 128; 256 from 10,000 training examples)")
+    p.add_argument("--lr", type=number("train.lr"), help="peak learning rate of AdamW (default 3e-3)")
+    p.add_argument("--weight-decay", type=number("train.weight_decay"), help="AdamW weight decay (default 5e-4)")
     p.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule (default onecycle)")
-    p.add_argument("--label-smoothing", type=float, help="label smoothing (default 0.1)")
-    p.add_argument("--no-augment", dest="augment", action="store_false", default=None, help="turn off augmentation")
-    p.add_argument("--patience", type=int, help="stop after this many epochs without a better validation accuracy (0: never)")
-    p.add_argument("--seed", type=int, help="seed for the split, initialisation and batches (default 0)")
+    p.add_argument("--label-smoothing", type=number("train.label_smoothing"),
+                   help="label smoothing, 0 <= S < 1 (default 0.1)")
+    task_only(p.add_argument("--no-augment", dest="augment", action="store_false", default=None,
+                             help="turn off augmentation"), "image", "text")
+    p.add_argument("--patience", type=number("train.patience"),
+                   help="stop after this many epochs without a better validation accuracy (0: never)")
+    p.add_argument("--seed", type=number("train.seed"),
+                   help="seed for the split, initialisation and batches, 0 to 2^32-1 (default 0)")
     p.add_argument("--device", choices=DEVICES, help="where to train (default auto: CUDA, then MPS, then CPU)")
     p.add_argument("--precision", choices=PRECISIONS, help="32, bf16 or fp16 autocast (default 32)")
-    p.add_argument("--channels-last", action="store_true", default=None, help="channels-last memory format")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--devices", type=int, help="data-parallel processes on this machine (DDP: gloo on CPU, NCCL on "
-                   "CUDA); --batch-size stays the global batch, split evenly across processes")
+    task_only(p.add_argument("--channels-last", action="store_true", default=None,
+                             help="channels-last memory format"), "image", "text")
+    p.add_argument("--threads", type=number("train.threads"), help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--devices", type=number("train.devices"), help="data-parallel processes on this machine (DDP: "
+                   "gloo on CPU, NCCL on CUDA); --batch-size stays the global batch, split evenly across processes")
     p.add_argument("--batch-per-device", action="store_true", default=None,
                    help="--batch-size is each process's batch (the global batch is N times it); default: global")
     p.add_argument("--lr-scaling", choices=LR_SCALINGS,
@@ -65,7 +83,8 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--data-on-device", action="store_true", default=None,
                    help="keep the whole data set on the accelerator and augment there (small data sets)")
-    p.add_argument("--checkpoint-every", type=int, metavar="STEPS", help="also checkpoint every STEPS steps (default: each epoch)")
+    p.add_argument("--checkpoint-every", type=number("train.checkpoint_every"), metavar="STEPS",
+                   help="also checkpoint every STEPS steps (default 0: each epoch)")
     p.add_argument("--config", metavar="RUN.YAML", help="a YAML config (sections data, model, train); flags override it")
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/<data>-<model>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -106,16 +125,17 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                        "with model FLOP utilisation.")
     p.add_argument("--data", default="mnist", metavar="SOURCE", help="image source (default mnist)")
     p.add_argument("--model", default="cnn", choices=IMAGE_MODELS, help="model family (default cnn)")
-    p.add_argument("--width", type=int, help="model width (default: the model's)")
-    p.add_argument("--processes", type=int, default=2, help="CPU processes for the gloo row (default 2)")
-    p.add_argument("--batch-size", type=int, default=256, help="global batch (default 256)")
-    p.add_argument("--steps", type=int, default=30, help="steps per timed epoch (default 30)")
+    p.add_argument("--width", type=number("model.width"), help="model width (default: the model's)")
+    p.add_argument("--processes", type=number(POSITIVE_COUNT), default=2,
+                   help="CPU processes for the gloo row (default 2)")
+    p.add_argument("--batch-size", type=number(POSITIVE_COUNT), default=256, help="global batch (default 256)")
+    p.add_argument("--steps", type=number(POSITIVE_COUNT), default=30, help="steps per timed epoch (default 30)")
     p.add_argument("--no-gpu", dest="gpu", action="store_false", default=None, help="skip GPU rows")
     p.add_argument("--json", action="store_true", help="print JSON rows")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="deepstrata",
         description="Deep learning on raw data, measured against hand-engineered baselines.",
         epilog="Run 'deepstrata VERB --help' for a verb's options.",
@@ -132,7 +152,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fit(args: argparse.Namespace, argv_of_fit: list[str] | None = None) -> int:
+def _fit_task(args: argparse.Namespace) -> str:
+    """image, text or recommend: what ``api.fit`` will make of these arguments (a config file's task counts)."""
+    from deepstrata.api import detect_task
+    from deepstrata.config import load_config
+
+    task = args.task
+    saved = Path(args.out) / "config.yaml" if args.resume and args.out and args.data is None else None
+    for path in (saved, args.config):
+        if task is None and path is not None and Path(path).is_file():
+            task = {"text-classification": "text", "recommendation": "recommend"}.get(load_config(path).task)
+    return detect_task(args.data, args.model, task)
+
+
+def _warn_if_oversubscribed(devices: int, device: str | None) -> None:
+    """One line when --devices asks for more processes than there are GPUs (CUDA) or CPU cores."""
+    import torch
+
+    if (device or "auto") in ("auto", "cuda") and torch.cuda.is_available():
+        have, what = torch.cuda.device_count(), "visible GPU"
+    elif (device or "auto") in ("auto", "cpu"):
+        have = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        what = "CPU core"
+    else:
+        return
+    if devices > have:
+        warn(f"--devices {devices} is more than the {have} {what}{'s' if have != 1 else ''} here; the processes "
+             f"will share them, which is slower, not faster")
+
+
+def _fit(args: argparse.Namespace, argv_of_fit: list[str] | None = None,
+         fit_parser: argparse.ArgumentParser | None = None) -> int:
     from deepstrata.api import fit
 
     # Options every task's fit shares are passed by name; the rest (task-specific flags
@@ -141,6 +191,9 @@ def _fit(args: argparse.Namespace, argv_of_fit: list[str] | None = None) -> int:
     overrides = {key: value for key, value in vars(args).items() if key not in named and value is not None}
     if args.resume and not args.out:
         raise DeepstrataError("--resume needs --out RUN (the run directory to continue)")
+    misapplied_flag = misapplied(fit_parser or verb_parser(build_parser(), args), args, _fit_task(args))
+    if misapplied_flag is not None:
+        raise misapplied_flag
     from deepstrata.engine import distributed
 
     devices = args.devices
@@ -155,6 +208,7 @@ def _fit(args: argparse.Namespace, argv_of_fit: list[str] | None = None) -> int:
                                   f"the global batch is split evenly across processes")
         if not args.out:
             raise DeepstrataError("--devices N needs --out DIR, so that every process writes to the same run")
+        _warn_if_oversubscribed(devices, args.device)
         return distributed.launch(sys.argv[1:] if argv_of_fit is None else argv_of_fit, devices)
     fit(data=args.data, model=args.model, task=args.task, config=args.config, out=args.out, resume=args.resume,
         overwrite=args.overwrite, quiet=args.quiet, **overrides)
@@ -219,16 +273,32 @@ VERBS.update(cli_shard.VERBS)
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    verb = verb_parser(parser, args)
     try:
         if args.verb == "fit":
-            return _fit(args, argv if argv is not None else sys.argv[1:])
+            return _fit(args, argv if argv is not None else sys.argv[1:], fit_parser=verb)
         return VERBS[args.verb](args)
+    except Interrupted as stop:  # SIGTERM/SIGINT: a checkpoint was written; 143 or 130
+        if os.environ.get("RANK", "0") == "0":
+            print(f"deepstrata: {stop}", file=sys.stderr)
+        return stop.exit_code
     except DeepstrataError as err:
-        print(f"deepstrata: error: {err}", file=sys.stderr)
+        line = for_verb(err, verb)
+        if isinstance(err, ConfigError) and err.origin is None and verb is not None:  # a flag's value, by its flag
+            line = in_flag_names(line, verb, args, bool(getattr(args, "config", None) or getattr(args, "resume", 0)))
+        print(f"deepstrata: error: {line}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print("deepstrata: interrupted; the last checkpoint is kept (continue with --resume)", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `deepstrata compare RUN | head`: the reader left; nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as err:  # a path the user gave: --out under a file, a read-only folder, a full disk
+        if os.environ.get("DEEPSTRATA_DEBUG"):
+            raise
+        print(f"deepstrata: error: {os_error_line(err)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

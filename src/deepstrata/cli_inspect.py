@@ -7,6 +7,7 @@ import io
 import json
 from pathlib import Path
 
+from deepstrata.cli_args import POSITIVE_COUNT, number
 from deepstrata.config import DEVICES
 
 
@@ -22,8 +23,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", metavar="SOURCE", help="data source (default: the run's own validation + test splits)")
     p.add_argument("--data-dir", metavar="DIR", help="cache for named data sets")
     p.add_argument("--layers", metavar="NAMES", help="comma-separated layer names, e.g. stem,stage1 (default: all)")
-    p.add_argument("--samples", type=int, default=2000, metavar="N", help="held-out examples to sample (default 2000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sample, probe split and random-init control")
+    p.add_argument("--samples", type=number(POSITIVE_COUNT), default=2000, metavar="N", help="held-out examples to sample (default 2000)")
+    p.add_argument("--seed", type=number("train.seed"), default=0, help="seed of the sample, probe split and random-init control")
     p.add_argument("--no-tsne", dest="tsne", action="store_false", help="PCA maps only (t-SNE is the slow part)")
     p.add_argument("--maximize", action="store_true", help="add activation maximisation for the channels shown")
     p.add_argument("--device", choices=DEVICES, default="cpu", help="where to run the model (default cpu)")

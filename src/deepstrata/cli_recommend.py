@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 
+from deepstrata.cli_args import POSITIVE_COUNT, number, task_only
 from deepstrata.config import SPLITS
 
 
@@ -20,18 +21,21 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     group.add_argument("--item-column", metavar="NAME", help="item id column (default: item_id, movieId, item …)")
     group.add_argument("--rating-column", metavar="NAME", help="explicit rating column (default: rating, when "
                        "--min-rating is given)")
-    group.add_argument("--min-rating", type=float, metavar="R",
+    group.add_argument("--min-rating", type=number("recommend.min_rating"), metavar="R",
                        help="ratings >= R are interactions, the rest are not (default: every row is one)")
     group.add_argument("--time-column", metavar="NAME",
                        help="event time column, numbers or ISO dates "
                        "(default: timestamp, ts, time …; else file order)")
     group.add_argument("--split", choices=SPLITS,
                        help="leave-last-out per user by time (default) or a global temporal cut")
-    group.add_argument("--max-seq-len", type=int, metavar="N",
+    group.add_argument("--max-seq-len", type=number("recommend.max_seq_len"), metavar="N",
                        help="history length the sequence model reads (default 50)")
-    group.add_argument("--negatives", type=int, metavar="N",
+    group.add_argument("--negatives", type=number("recommend.negatives"), metavar="N",
                        help="sampled negatives per batch instead of the full softmax (default 0: full softmax)")
-    group.add_argument("--update-epochs", type=int, metavar="N", help="epochs that `update` trains (default 10)")
+    group.add_argument("--update-epochs", type=number("recommend.update_epochs"), metavar="N",
+                       help="epochs that `update` trains (default 10)")
+    for action in group._group_actions:
+        task_only(action, "recommend")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -40,7 +44,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                        "the user already has. An unknown user gets the most popular items.")
     p.add_argument("run", metavar="RUN", help="run directory")
     p.add_argument("--user", required=True, metavar="ID", help="user id as in the interaction log")
-    p.add_argument("-k", type=int, default=10, help="how many items (default 10)")
+    p.add_argument("-k", type=number(POSITIVE_COUNT), default=10, help="how many items (default 10)")
     p.add_argument("--json", action="store_true", help='print {"user", "items": [{"item", "score", "title"}], '
                    '"fallback"}')
 
@@ -48,7 +52,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                        description="List the items whose learned embeddings are closest (cosine) to an item's.")
     p.add_argument("run", metavar="RUN", help="run directory")
     p.add_argument("--item", required=True, metavar="ID", help="item id as in the interaction log")
-    p.add_argument("-k", type=int, default=10, help="how many items (default 10)")
+    p.add_argument("-k", type=number(POSITIVE_COUNT), default=10, help="how many items (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("update", help="continue training a recommendation run on new interactions",
@@ -57,7 +61,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", metavar="RUN", help="run directory")
     p.add_argument("--data", required=True, metavar="FILE", help="new interactions, same columns as the run's log")
     p.add_argument("--out", metavar="DIR", help="write the updated run here (default: replace RUN when done)")
-    p.add_argument("--epochs", type=int, help="epochs to train (default: the run's recommend.update_epochs)")
+    p.add_argument("--epochs", type=number("recommend.update_epochs"),
+                   help="epochs to train (default: the run's recommend.update_epochs)")
     p.add_argument("--json", action="store_true", help="print the update record as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from deepstrata.cli_args import number
 from deepstrata.config import DataConfig, TrainConfig
 from deepstrata.data.images import FORMATS
 from deepstrata.data.shards import DEFAULT_SHARD_SIZE
@@ -31,14 +32,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help=f"bytes per shard: 256MB, 1GB, 500kB, 64MiB ... (default {DEFAULT_SHARD_SIZE})")
     p.add_argument("--format", choices=FORMATS, help="override the detected kind of SOURCE")
     p.add_argument("--data-dir", metavar="DIR", help="cache for named data sets")
-    p.add_argument("--image-size", type=int, metavar="PX", help="resize folder images to PX x PX "
+    p.add_argument("--image-size", type=number("data.image_size"), metavar="PX", help="resize folder images to PX x PX "
                    "(default: their most common size)")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images (counted in the manifest)")
-    p.add_argument("--seed", type=int, default=TrainConfig().seed,
+    p.add_argument("--seed", type=number("train.seed"), default=TrainConfig().seed,
                    help=f"seed of the split and the shuffle before writing (default {TrainConfig().seed}, as fit)")
-    p.add_argument("--val-fraction", type=float, default=defaults.val_fraction,
+    p.add_argument("--val-fraction", type=number("data.val_fraction"), default=defaults.val_fraction,
                    help=f"validation fraction (default {defaults.val_fraction}, as fit)")
-    p.add_argument("--test-fraction", type=float, default=defaults.test_fraction,
+    p.add_argument("--test-fraction", type=number("data.test_fraction"), default=defaults.test_fraction,
                    help=f"test fraction when SOURCE has no official test split (default {defaults.test_fraction})")
     p.add_argument("--overwrite", action="store_true", help="replace the shards in an existing --out")
     p.add_argument("--verify", metavar="DIR", help="check the sha256 of every shard in DIR against its index.json")

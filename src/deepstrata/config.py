@@ -8,6 +8,8 @@ that ``to_dict`` writes, which is also what ``config.yaml`` in a run directory h
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -30,13 +32,137 @@ def _check_choice(key: str, value: Any, choices: tuple) -> None:
         raise ConfigError(f"{key}: got {value!r}, expected one of {', '.join(map(str, choices))}")
 
 
-def _check_positive(key: str, value: Any, *, allow_zero: bool = False, kind: type = int) -> None:
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise ConfigError(f"{key}: got {value!r}, expected a {kind.__name__}")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(f"{key}: got {value!r}, expected a {'non-negative' if allow_zero else 'positive'} number")
+def _fmt(bound: float) -> str:
+    return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
+
+
+@dataclass(frozen=True)
+class Number:
+    """The type and range a numeric config field (and the flag that sets it) must meet.
+
+    ``low``/``high`` bound the value (``None``: unbounded), excluded when ``*_open``;
+    ``optional`` admits ``None`` (sized from the data, or unset). Floats must be finite:
+    NaN or infinity would train to NaN.
+    """
+
+    kind: type = float
+    low: float | None = 0.0
+    low_open: bool = True
+    high: float | None = None
+    high_open: bool = True
+    optional: bool = False
+    note: str = ""
+
+    def expected(self) -> str:
+        integer = self.kind is int
+        if self.low is None and self.high is None:
+            text = "an integer" if integer else "a finite number"
+        elif self.high is None:
+            if (self.low == 0 and self.low_open) or (integer and self.low == 1 and not self.low_open):
+                text = "a positive integer" if integer else "a finite positive number"
+            else:
+                text = f"{'an integer' if integer else 'a finite number'} {'>' if self.low_open else '>='} {_fmt(self.low)}"
+        elif self.low is not None and not self.low_open and not self.high_open:
+            text = f"{'an integer' if integer else 'a number'} from {_fmt(self.low)} to {_fmt(self.high)}"
+        else:
+            text = (f"{'an integer' if integer else 'a number'} {'>' if self.low_open else '>='} {_fmt(self.low)} "
+                    f"and {'<' if self.high_open else '<='} {_fmt(self.high)}")
+        return f"{text} ({self.note})" if self.note else text
+
+    def check(self, key: str, value: Any, shown: str | None = None) -> Any:
+        """``value`` if it is of the kind and in range (a numeric string for a float is read), else ConfigError.
+
+        ``shown`` is how the message quotes the value (a flag's text as typed).
+        """
+        if value is None and self.optional:
+            return None
+        number = self._number(value)
+        if number is None or not self._in_range(number):
+            raise ConfigError(f"{key}: got {shown if shown is not None else repr(value)}, expected {self.expected()}")
+        return number
+
+    def _number(self, value: Any) -> int | float | None:
+        if isinstance(value, bool):
+            return None
+        if self.kind is int:
+            return int(value) if isinstance(value, numbers.Integral) else None
+        if isinstance(value, str):  # YAML 1.1 reads 3e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                return None
+        if not isinstance(value, numbers.Real) or not math.isfinite(value):
+            return None
+        return value if isinstance(value, (int, float)) else float(value)
+
+    def _in_range(self, value: float) -> bool:
+        if self.low is not None and (value < self.low or self.low_open and value == self.low):
+            return False
+        return self.high is None or value < self.high or not self.high_open and value == self.high
+
+
+POSITIVE_INT = Number(int, low=1, low_open=False)
+COUNT = Number(int, low=0, low_open=False)
+POSITIVE = Number(float)
+NON_NEGATIVE = Number(float, low_open=False)
+FRACTION = Number(float, low=0.0, low_open=False, high=1.0)  # [0, 1)
+SEED_MAX = 2**32 - 1
+
+# Every numeric field of every section, by its config key. Each config validates its own on
+# construction, and each CLI flag that sets one parses with the same rule (``cli_args.number``).
+NUMBERS: dict[str, Number] = {
+    "data.image_size": Number(int, low=1, low_open=False, optional=True),
+    "data.val_fraction": Number(float, low_open=False, high=1.0, note="0: no validation split"),
+    "data.test_fraction": Number(float, high=1.0),
+    "model.width": POSITIVE_INT,
+    "model.depth": Number(int, low=1, low_open=False, optional=True),
+    "train.epochs": Number(int, low=1, low_open=False, optional=True),
+    "train.batch_size": Number(int, low=1, low_open=False, optional=True),
+    "train.lr": POSITIVE,
+    "train.weight_decay": NON_NEGATIVE,
+    "train.warmup_fraction": FRACTION,
+    "train.label_smoothing": FRACTION,
+    "train.grad_clip": Number(float, low_open=False, note="0: no clipping"),
+    "train.seed": Number(int, low=0, low_open=False, high=SEED_MAX, high_open=False),
+    "train.devices": POSITIVE_INT,
+    "train.patience": Number(int, low=0, low_open=False, note="0: never stop early"),
+    "train.checkpoint_every": Number(int, low=0, low_open=False, note="0: once per epoch"),
+    "train.eval_batch_size": POSITIVE_INT,
+    "train.threads": Number(int, low=1, low_open=False, optional=True),
+    "train.momentum": FRACTION,
+    "train.norm_lr_scale": POSITIVE,
+    "train.lr_start": Number(float, low_open=False, high=1.0, high_open=False, note="a fraction of train.lr"),
+    "train.lr_end": Number(float, low_open=False, high=1.0, high_open=False, note="a fraction of train.lr"),
+    "train.translate": Number(int, low=0, low_open=False, optional=True),
+    "recommend.min_rating": Number(float, low=None, optional=True),
+    "recommend.temporal_val_fraction": Number(float, high=0.5),
+    "recommend.temporal_test_fraction": Number(float, high=0.5),
+    "recommend.dim": POSITIVE_INT,
+    "recommend.blocks": POSITIVE_INT,
+    "recommend.heads": POSITIVE_INT,
+    "recommend.max_seq_len": POSITIVE_INT,
+    "recommend.dropout": FRACTION,
+    "recommend.negatives": Number(int, low=0, low_open=False, note="0: the full softmax"),
+    "recommend.bpr_reg": NON_NEGATIVE,
+    "recommend.update_epochs": POSITIVE_INT,
+    "text.vocab_size": Number(int, low=300, low_open=False, note="256 bytes + specials"),
+    "text.max_length": Number(int, low=2, low_open=False),
+    "text.dim": POSITIVE_INT,
+    "text.layers": POSITIVE_INT,
+    "text.heads": POSITIVE_INT,
+    "text.ff_mult": POSITIVE_INT,
+    "text.dropout": FRACTION,
+}
+
+
+def _check_numbers(config: Any, section: str) -> None:
+    """Check (and normalise: numpy ints to int, numeric strings to float) each numeric field of ``section``."""
+    prefix = f"{section}."
+    for key, rule in NUMBERS.items():
+        if key.startswith(prefix):
+            name = key[len(prefix):]
+            object.__setattr__(config, name, rule.check(key, getattr(config, name)))
+
 
 
 @dataclass(frozen=True)
@@ -59,15 +185,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.source, str) or not self.source:
             raise ConfigError(f"data.source: got {self.source!r}, expected a data set name or a path")
-        if self.image_size is not None:
-            _check_positive("data.image_size", self.image_size)
-        for key in ("val_fraction", "test_fraction"):
-            value = getattr(self, key)
-            low_ok = key == "val_fraction" and isinstance(value, (int, float)) and float(value) == 0.0
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not (
-                    low_ok or 0.0 < float(value) < 1.0):
-                raise ConfigError(f"data.{key}: got {value!r}, expected a number between 0 and 1"
-                                  + (" (0: no validation split)" if key == "val_fraction" else ""))
+        _check_numbers(self, "data")
 
 
 @dataclass(frozen=True)
@@ -82,9 +200,7 @@ class ModelConfig:
         from deepstrata.models.registry import MODEL_NAMES
 
         _check_choice("model.name", self.name, MODEL_NAMES)
-        _check_positive("model.width", self.width)
-        if self.depth is not None:
-            _check_positive("model.depth", self.depth)
+        _check_numbers(self, "model")
 
 
 @dataclass(frozen=True)
@@ -141,54 +257,27 @@ class TrainConfig:
     freeze_after: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.epochs is not None:
-            _check_positive("train.epochs", self.epochs)
-        if self.batch_size is not None:
-            _check_positive("train.batch_size", self.batch_size)
-        _check_positive("train.lr", self.lr, kind=float)
-        _check_positive("train.weight_decay", self.weight_decay, allow_zero=True, kind=float)
+        _check_numbers(self, "train")
         _check_choice("train.schedule", self.schedule, SCHEDULES)
         _check_choice("train.device", self.device, DEVICES)
         _check_choice("train.precision", str(self.precision), PRECISIONS)
-        _check_positive("train.grad_clip", self.grad_clip, allow_zero=True, kind=float)
-        _check_positive("train.patience", self.patience, allow_zero=True)
-        _check_positive("train.checkpoint_every", self.checkpoint_every, allow_zero=True)
-        _check_positive("train.eval_batch_size", self.eval_batch_size)
-        _check_positive("train.devices", self.devices)
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise ConfigError(f"train.seed: got {self.seed!r}, expected an integer")
-        if not 0.0 <= float(self.label_smoothing) < 1.0:
-            raise ConfigError(f"train.label_smoothing: got {self.label_smoothing!r}, expected 0 <= value < 1")
-        if not 0.0 <= float(self.warmup_fraction) < 1.0:
-            raise ConfigError(f"train.warmup_fraction: got {self.warmup_fraction!r}, expected 0 <= value < 1")
-        if self.threads is not None:
-            _check_positive("train.threads", self.threads)
         _check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("train.flip", self.flip, FLIPS)
         _check_choice("train.translate_fill", self.translate_fill, FILLS)
         _check_choice("train.lr_scaling", self.lr_scaling, LR_SCALINGS)
         if not isinstance(self.batch_per_device, bool):
             raise ConfigError(f"train.batch_per_device: got {self.batch_per_device!r}, expected true or false")
-        if not isinstance(self.momentum, (int, float)) or not 0.0 <= float(self.momentum) < 1.0:
-            raise ConfigError(f"train.momentum: got {self.momentum!r}, expected 0 <= value < 1")
-        _check_positive("train.norm_lr_scale", self.norm_lr_scale, kind=float)
-        for key in ("lr_start", "lr_end"):
-            value = getattr(self, key)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= float(value) <= 1.0:
-                raise ConfigError(f"train.{key}: got {value!r}, expected a fraction of train.lr between 0 and 1")
-        for key in ("lookahead", "tta"):
+        for key in ("augment", "channels_last", "compile", "data_on_device", "lookahead", "tta"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"train.{key}: got {getattr(self, key)!r}, expected true or false")
-        if self.translate is not None:
-            _check_positive("train.translate", self.translate, allow_zero=True)
         if not isinstance(self.freeze_after, dict):
             raise ConfigError(f"train.freeze_after: got {self.freeze_after!r}, expected a mapping of layer name "
                               "to epochs, e.g. {stem: 3}")
         for name, epochs in self.freeze_after.items():
             if not isinstance(name, str) or not name:
                 raise ConfigError(f"train.freeze_after: got key {name!r}, expected a layer name")
-            _check_positive(f"train.freeze_after.{name}", epochs)
-        object.__setattr__(self, "freeze_after", dict(self.freeze_after))  # a private copy
+        object.__setattr__(self, "freeze_after", {name: POSITIVE_INT.check(f"train.freeze_after.{name}", epochs)
+                                                  for name, epochs in self.freeze_after.items()})  # a private copy
 
 
 SPLITS = ("leave-last-out", "temporal")
@@ -230,23 +319,11 @@ class RecommendConfig:
             value = getattr(self, key)
             if value is not None and (not isinstance(value, str) or not value):
                 raise ConfigError(f"recommend.{key}: got {value!r}, expected a column name")
-        if self.min_rating is not None and (isinstance(self.min_rating, bool)
-                                            or not isinstance(self.min_rating, (int, float))):
-            raise ConfigError(f"recommend.min_rating: got {self.min_rating!r}, expected a number")
         _check_choice("recommend.interactions_format", self.interactions_format, INTERACTION_FORMATS)
         _check_choice("recommend.split", self.split, SPLITS)
-        for key in ("temporal_val_fraction", "temporal_test_fraction"):
-            value = getattr(self, key)
-            if not isinstance(value, (int, float)) or not 0.0 < float(value) < 0.5:
-                raise ConfigError(f"recommend.{key}: got {value!r}, expected a number between 0 and 0.5")
-        for key in ("dim", "blocks", "heads", "max_seq_len", "update_epochs"):
-            _check_positive(f"recommend.{key}", getattr(self, key))
+        _check_numbers(self, "recommend")
         if self.dim % self.heads:
             raise ConfigError(f"recommend.dim: got {self.dim}, expected a multiple of recommend.heads ({self.heads})")
-        _check_positive("recommend.negatives", self.negatives, allow_zero=True)
-        _check_positive("recommend.bpr_reg", self.bpr_reg, allow_zero=True, kind=float)
-        if not isinstance(self.dropout, (int, float)) or not 0.0 <= float(self.dropout) < 1.0:
-            raise ConfigError(f"recommend.dropout: got {self.dropout!r}, expected 0 <= value < 1")
         neighbours = self.knn_neighbours
         if isinstance(neighbours, int) and not isinstance(neighbours, bool):
             neighbours = (neighbours,)
@@ -304,18 +381,11 @@ class TextConfig:
             codecs.lookup(self.encoding)
         except LookupError:
             raise ConfigError(f"text.encoding: unknown codec {self.encoding!r} (try utf-8, latin-1, cp1252)") from None
-        for key in ("vocab_size", "max_length", "dim", "layers", "heads", "ff_mult"):
-            _check_positive(f"text.{key}", getattr(self, key))
-        if self.vocab_size < 300:
-            raise ConfigError(f"text.vocab_size: got {self.vocab_size}, expected at least 300 (256 bytes + specials)")
-        if self.max_length < 2:
-            raise ConfigError(f"text.max_length: got {self.max_length}, expected at least 2 tokens")
+        _check_numbers(self, "text")
         if self.dim % self.heads or (self.dim // self.heads) % 2:
             raise ConfigError(f"text.dim: got {self.dim}, expected a multiple of 2 * text.heads ({2 * self.heads})")
         _check_choice("text.positions", self.positions, TEXT_POSITIONS)
         _check_choice("text.pooling", self.pooling, TEXT_POOLING)
-        if not isinstance(self.dropout, (int, float)) or not 0.0 <= float(self.dropout) < 1.0:
-            raise ConfigError(f"text.dropout: got {self.dropout!r}, expected 0 <= value < 1")
         if not isinstance(self.freeze, bool):
             raise ConfigError(f"text.freeze: got {self.freeze!r}, expected true or false")
 
@@ -367,19 +437,27 @@ class RunConfig:
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
     text: TextConfig = field(default_factory=TextConfig)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.baselines, bool):
+            raise ConfigError(f"baselines: got {self.baselines!r}, expected true or false")
+        if not isinstance(self.task, str) or not self.task:
+            raise ConfigError(f"task: got {self.task!r}, expected a task name such as image-classification")
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: dict, *, origin: str = "config") -> "RunConfig":
-        """Build from a nested dict, naming any unknown key as ``origin: section.key``."""
+    def from_dict(cls, raw: dict, *, origin: str | None = None) -> "RunConfig":
+        """Build from a nested dict, naming any bad key as ``origin: section.key`` (``origin``: a file)."""
+        where = f"{origin}: " if origin else ""
         if not isinstance(raw, dict):
-            raise ConfigError(f"{origin}: expected a mapping of sections (data, model, train), got {type(raw).__name__}")
+            raise ConfigError(f"{where}expected a mapping of sections (data, model, train), got {type(raw).__name__}",
+                              origin=origin)
         sections = {f.name: f for f in fields(cls)}
         kwargs: dict[str, Any] = {}
         for key, value in raw.items():
             if key not in sections:
-                raise ConfigError(f"{origin}: unknown key {key!r}; expected one of {', '.join(sections)}")
+                raise ConfigError(f"{where}unknown key {key!r}; expected one of {', '.join(sections)}", origin=origin)
             sub_type = _SECTION_TYPES.get(key)
             if sub_type is None:
                 kwargs[key] = value
@@ -387,18 +465,24 @@ class RunConfig:
             if value is None:
                 continue
             if not isinstance(value, dict):
-                raise ConfigError(f"{origin}: {key} must be a mapping, got {type(value).__name__}")
+                raise ConfigError(f"{where}{key} must be a mapping, got {type(value).__name__}", origin=origin)
             allowed = {f.name for f in fields(sub_type)}
             for sub_key in value:
                 if sub_key not in allowed:
+                    home = [name for name, other in _SECTION_TYPES.items()
+                            if name != key and sub_key in {f.name for f in fields(other)}]
                     raise ConfigError(
-                        f"{origin}: unknown key {key}.{sub_key}; expected one of {', '.join(sorted(allowed))}"
-                    )
+                        f"{where}unknown key {key}.{sub_key}; "
+                        + (f"{sub_key} belongs in section {home[0]} ({home[0]}.{sub_key})" if home
+                           else f"expected one of {', '.join(sorted(allowed))}"), origin=origin)
             try:
                 kwargs[key] = sub_type(**value)
             except ConfigError as err:
-                raise ConfigError(f"{origin}: {err}") from None
-        return cls(**kwargs)
+                raise ConfigError(f"{where}{err}", origin=origin) from None
+        try:
+            return cls(**kwargs)
+        except ConfigError as err:
+            raise ConfigError(f"{where}{err}", origin=origin) from None
 
     def override(self, **sections: dict) -> "RunConfig":
         """Return a copy with ``section={key: value}`` overrides; ``None`` values are ignored."""
@@ -421,6 +505,8 @@ _SECTION_TYPES["text"] = TextConfig
 def load_config(path: str | Path) -> RunConfig:
     """Read a YAML run config; every error names the file."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: a directory, expected a YAML config file (a run's is RUN/config.yaml)")
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
@@ -429,6 +515,8 @@ def load_config(path: str | Path) -> RunConfig:
         mark = getattr(err, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
         raise ConfigError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}); expected a YAML config file") from None
     return RunConfig.from_dict(raw or {}, origin=str(path))
 
 

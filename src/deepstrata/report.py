@@ -16,12 +16,11 @@ import html
 import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from deepstrata import runfiles
 from deepstrata.errors import RunError
 
 REPORT_NAME = "report.html"
@@ -202,6 +201,7 @@ def format_comparison_table(comparison: dict[str, Any]) -> str:
     if not body:
         lines.append("(no rows)")
     lines.append(comparison_summary(comparison))
+    lines += skipped_lines(comparison)
     return "\n".join(lines)
 
 
@@ -209,27 +209,12 @@ def format_comparison_table(comparison: dict[str, Any]) -> str:
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise RunError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
-    except UnicodeDecodeError:
-        raise RunError(f"{path}: not UTF-8 text") from None
+    """Any JSON value; a damaged file is a ``RunError`` naming it (``runfiles``)."""
+    return runfiles.read_json(path, kind=object)
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    records = []
-    for lineno, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not text.strip():
-            continue
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise RunError(f"{path}: invalid JSON on line {lineno}, column {exc.colno}: {exc.msg}") from None
-        if not isinstance(record, dict):
-            raise RunError(f"{path}: line {lineno} is not a JSON object")
-        records.append(record)
-    return records
+    return runfiles.read_jsonl(path)
 
 
 def _optional(path: Path, reader: Any) -> Any:
@@ -403,7 +388,16 @@ def _comparison_html(comparison: dict[str, Any] | None) -> str:
             for name, s in settings
         )
         table += f'<details><summary>Row settings</summary><dl class="meta">{items}</dl></details>'
-    return table + caption
+    return table + caption + "".join(_note(line) for line in skipped_lines(comparison))
+
+
+def skipped_lines(comparison: dict[str, Any]) -> list[str]:
+    """One line per baseline the run left out, with the reason (``comparison.json``'s ``skipped``)."""
+    skipped = comparison.get("skipped") if isinstance(comparison, dict) else None
+    if not isinstance(skipped, list):
+        return []
+    return [f"{entry.get('name', '?')} baseline skipped: {entry.get('reason', 'no reason recorded')}"
+            for entry in skipped if isinstance(entry, dict)]
 
 
 def _curves_html(records: list[dict[str, Any]] | None) -> str:
@@ -419,19 +413,19 @@ def _confusion_html(confusion: Any, path: Path) -> str:
     if confusion is None:
         return _note("confusion.json not found.")
     if not isinstance(confusion, dict) or "matrix" not in confusion:
-        raise RunError(f"{path}: expected an object with 'classes' and 'matrix'")
+        raise runfiles.damaged(path, "expected an object with 'classes' and 'matrix'")
     matrix = confusion["matrix"]
     if not isinstance(matrix, list) or not all(isinstance(r, list) and len(r) == len(matrix) for r in matrix):
-        raise RunError(f"{path}: 'matrix' must be a square list of lists")
+        raise runfiles.damaged(path, "'matrix' must be a square list of lists")
     classes = confusion.get("classes") or [str(i) for i in range(len(matrix))]
     if len(classes) != len(matrix):
-        raise RunError(f"{path}: {len(classes)} classes but the matrix is {len(matrix)}x{len(matrix)}")
+        raise runfiles.damaged(path, f"{len(classes)} classes but the matrix is {len(matrix)}x{len(matrix)}")
     if not matrix:
         return _note("confusion.json holds an empty matrix.")
     try:
         fig = _confusion_figure([str(c) for c in classes], matrix)
     except (TypeError, ValueError):
-        raise RunError(f"{path}: 'matrix' must hold numbers only") from None
+        raise runfiles.damaged(path, "'matrix' must hold numbers only") from None
     title = confusion.get("model")
     prefix = f"<p>Model: {_esc(title)}; split: {_esc(confusion.get('split', 'test'))}.</p>" if title else ""
     return prefix + _png(fig, "confusion matrix")
@@ -447,7 +441,7 @@ def _provenance_html(provenance: Any, path: Path) -> str:
     if provenance is None:
         return _note("provenance.json not found.")
     if not isinstance(provenance, dict):
-        raise RunError(f"{path}: expected a JSON object")
+        raise runfiles.damaged(path, "expected a JSON object")
     def text(value: Any) -> str:
         return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
 
@@ -491,16 +485,10 @@ def _section(heading: str, body: str, anchor: str) -> str:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same directory, so readers never see half a page."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``text`` to ``path`` complete or not at all, durably (readers never see half a page)."""
+    from deepstrata.engine.checkpoint import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 def write_report(
@@ -523,10 +511,10 @@ def write_report(
         raise RunError(f"run directory not found: {run_dir}")
     comparison = _optional(run_dir / "comparison.json", _read_json)
     if comparison is not None and not isinstance(comparison, dict):
-        raise RunError(f"{run_dir / 'comparison.json'}: expected a JSON object")
+        raise runfiles.damaged(run_dir / "comparison.json", "expected a JSON object")
     records = _optional(run_dir / "metrics.jsonl", _read_jsonl)
     confusion = _optional(run_dir / "confusion.json", _read_json)
-    config_text = _optional(run_dir / "config.yaml", lambda p: p.read_text(encoding="utf-8"))
+    config_text = _optional(run_dir / "config.yaml", runfiles.read_text)
     provenance = _optional(run_dir / "provenance.json", _read_json)
     extra_sections = _kept_sections(run_dir, extra_sections)
 

@@ -10,7 +10,10 @@ RUN/
   comparison.json      learned model vs hand-engineered baselines on the test split
   confusion.json       the learned model's confusion matrix on the test split
   report.html          one self-contained page
+  .deepstrata-run.json the marker: format, version, status (running | failed | finished)
+  .lock                while a fit uses the directory: its pid and host
 ```
+How a fit creates, locks, replaces and finishes one is ``deepstrata.rundir``.
 ``Run`` reads such a directory; every verb after ``fit`` (evaluate, predict, compare,
 inspect …) starts from one.
 """
@@ -20,7 +23,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import platform
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -30,37 +32,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from deepstrata import __version__
+from deepstrata import __version__, runfiles
 from deepstrata.config import RunConfig, load_config
 from deepstrata.engine import checkpoint as ckpt
 from deepstrata.engine.devices import resolve_device
 from deepstrata.errors import DataError, RunError
 from deepstrata.models.registry import build_model
+from deepstrata.rundir import free_name, prepare_run_dir  # noqa: F401  (prepare_run_dir: the fits import it from here)
 
 MODEL_FILE = "model.json"
 
 
-def prepare_run_dir(path: Path, *, resume: bool, overwrite: bool) -> Path:
-    """Create ``path`` for a new run, refusing to clobber an existing one unless asked."""
-    path = Path(path)
-    if resume:
-        if not (path / "checkpoints" / "last.json").is_file():
-            raise RunError(f"{path}: --resume needs a run directory with a checkpoint (checkpoints/last.json not found)")
-        return path
-    if path.exists() and any(path.iterdir()):
-        if not overwrite:
-            raise RunError(f"{path}: run directory already exists and is not empty; use --resume, --overwrite or another --out")
-        if not (path / MODEL_FILE).is_file() and not (path / "config.yaml").is_file():
-            raise RunError(f"{path}: exists and is not a deepstrata run directory; refusing to overwrite it")
-        shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def default_run_dir(source: str, model: str, root: Path = Path("runs")) -> Path:
+    """``runs/<data>-<model>-<date>-<time>``, with ``-2``, ``-3`` … when two fits start in the same second."""
     stem = Path(source).name.split(".")[0] or "data"
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return root / f"{stem}-{model}-{stamp}"
+    return free_name(root / f"{stem}-{model}-{stamp}")
 
 
 def _git_commit() -> str | None:
@@ -132,45 +119,93 @@ class Run:
         info_path = self.path / MODEL_FILE
         if not info_path.is_file():
             raise RunError(f"{self.path}: not a deepstrata run directory ({MODEL_FILE} not found)")
-        try:
-            self.info = json.loads(info_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise RunError(f"{info_path}: not valid JSON ({err})") from None
-        self.config = load_config(self.path / "config.yaml") if (self.path / "config.yaml").is_file() else RunConfig()
+        self.info = _checked_info(runfiles.read_json(info_path), info_path)
+        self._config: RunConfig | None = None
         self.device = resolve_device(device)
         self._model: nn.Module | None = None
+
+    @property
+    def config(self) -> RunConfig:
+        """The run's resolved ``config.yaml``, read when first needed; a missing or damaged one is a ``RunError``.
+
+        Never a default in its place: a verb that needs the run's data source, split or
+        preprocessing would otherwise answer for another run (``features`` of a text run once
+        read the default source ``digits`` as one text).
+        """
+        if self._config is None:
+            self._config = runfiles.read_config(self.path / "config.yaml")
+            if self._config.task != self.task:
+                raise runfiles.damaged(self.path / "config.yaml", f"task {self._config.task!r}, but model.json "
+                                                                  f"says {self.task!r}")
+        return self._config
 
     @property
     def task(self) -> str:
         return self.info.get("task", "image-classification")
 
     @property
+    def kind(self) -> str:
+        """What the run is, for messages: 'an image-classification run (cnn)'."""
+        family = self.info.get("spec", {}).get("family", "?")
+        article = "an" if self.task[0] in "aeiou" else "a"
+        return f"{article} {self.task} run ({family})"
+
+    def require(self, *tasks: str, verb: str, expects: str) -> None:
+        """Refuse a verb that does not apply to this run's task, saying what the run is and what the verb expects."""
+        if self.task not in tasks:
+            plural = " and " in verb or "," in verb
+            raise RunError(f"{self.path}: {self.kind}; {verb} {'expect' if plural else 'expects'} {expects}")
+
+    @property
     def classes(self) -> list[str]:
         return list(self.info["classes"])
+
+    def load_model(self) -> nn.Module:
+        """A fresh copy of the model with its best weights (CPU, train mode): what ``update`` continues from."""
+        info_path = self.path / MODEL_FILE
+        try:
+            model = build_model(self.info["spec"])
+        except RunError as err:
+            raise runfiles.rewrap(err, info_path) from None
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+            raise runfiles.damaged(info_path, f"its model spec cannot be built ({type(err).__name__}: "
+                                              f"{str(err).splitlines()[0] if str(err) else '-'})") from None
+        weights = self.path / "checkpoints" / "best.safetensors"
+        if not weights.is_file():
+            raise RunError(f"{self.path}: no trained weights (checkpoints/best.safetensors not found); "
+                           "did the run finish an epoch?")
+        try:
+            ckpt.load_weights(weights, model)
+        except RunError as err:
+            raise runfiles.rewrap(err, weights) from None
+        return model
 
     @property
     def model(self) -> nn.Module:
         """The model with its best weights, built lazily and kept in eval mode."""
         if self._model is None:
-            model = build_model(self.info["spec"])
-            weights = self.path / "checkpoints" / "best.safetensors"
-            if not weights.is_file():
-                raise RunError(f"{self.path}: no trained weights (checkpoints/best.safetensors not found); did the run finish an epoch?")
-            ckpt.load_weights(weights, model)
-            self._model = model.to(self.device).eval()
+            self._model = self.load_model().to(self.device).eval()
         return self._model
 
     def comparison(self) -> dict:
+        """``comparison.json``, checked: an object whose ``rows`` are objects with a name and metrics."""
+        from deepstrata.report import _rows
+
         path = self.path / "comparison.json"
         if not path.is_file():
             raise RunError(f"{self.path}: no comparison.json; the run did not finish")
-        return json.loads(path.read_text(encoding="utf-8"))
+        comparison = runfiles.read_json(path)
+        try:
+            _rows(comparison)
+        except RunError as err:
+            raise runfiles.damaged(path, str(err).removeprefix("comparison: ")) from None
+        return comparison
 
     def history(self) -> list[dict]:
         path = self.path / "metrics.jsonl"
         if not path.is_file():
             return []
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return runfiles.read_jsonl(path)
 
     def compare(self) -> str:
         """The comparison table as text, as ``deepstrata compare`` prints it."""
@@ -199,20 +234,22 @@ class Run:
 
     def embed(self, texts, per_token: bool = False):
         """One vector per text ``[N, D]``, or with ``per_token`` one per token with the tokens (text runs)."""
-        if self.task != "text-classification":
-            raise RunError(f"{self.path}: embed takes texts and needs a text run; this run is {self.task}")
+        self.require("text-classification", verb="embed", expects="a text run (it takes texts); for the "
+                     "features of an image or recommendation run use `deepstrata features RUN --layer NAME`")
         from deepstrata.tasks.text_classification import embed_texts
 
         return embed_texts(self, texts, per_token)
 
-    def features(self, x, layer: str = "stage2", *, data_dir: str | None = None) -> np.ndarray:
+    def features(self, x, layer: str = "stage2", *, data_dir: str | None = None, with_ids: bool = False):
         """Pooled features ``[N, D]`` of one named layer for ``x``: a tensor of inputs or a data source string.
 
-        A name the model does not have raises ``ConfigError`` listing the ones it has.
+        A name the model does not have raises ``ConfigError`` listing the ones it has. A
+        recommender's ``item_embedding`` gives one row per item; ``with_ids`` returns
+        ``(features, ids)``, the user or item id of each row (``None`` for images and texts).
         """
         from deepstrata.inspect.api import features
 
-        return features(self, x, layer, data_dir=data_dir)
+        return features(self, x, layer, data_dir=data_dir, with_ids=with_ids)
 
     def inspect(self, data: str | None = None, **kwargs):
         """Probes, CKA, projections and pictures of every layer (see ``deepstrata.inspect.inspect_run``)."""
@@ -244,6 +281,9 @@ class Run:
         """Label and probability for each image file (or every image in a folder); for a text run, each string."""
         from deepstrata.data.images import list_image_files, load_image_files
 
+        self.require("image-classification", "text-classification", verb="predict",
+                     expects="an image or text run (it labels images or texts); for a recommendation run use "
+                             "`deepstrata recommend RUN --user ID` or `deepstrata similar RUN --item ID`")
         if self.task == "text-classification":
             from deepstrata.tasks.text_classification import predict_texts
 
@@ -252,6 +292,9 @@ class Run:
             paths = [paths]
         files: list[Path] = []
         for item in paths:
+            if not Path(item).exists():
+                raise DataError(f"{item}: no such file or directory; {self.path} is {self.kind}, and predict "
+                                "takes image files or folders of images")
             files.extend(list_image_files(item))
         if not files:
             raise DataError(f"{', '.join(map(str, paths))}: no image files found")
@@ -278,6 +321,8 @@ class Run:
             from deepstrata.tasks.recommendation import evaluate_recommender
 
             return evaluate_recommender(self, data)
+        if data is not None:
+            check_source(self, data, "evaluate")
         if self.task == "text-classification":
             from deepstrata.tasks.text_classification import evaluate_text
 
@@ -339,6 +384,71 @@ def _shard_test_split(run: "Run", source: str) -> tuple[np.ndarray, np.ndarray]:
         predicted.append(run._logits(torch.from_numpy(np.ascontiguousarray(images))).argmax(1).numpy())
         truth.append(labels.numpy())
     return np.concatenate(truth), np.concatenate(predicted)
+
+
+TASKS = ("image-classification", "text-classification", "recommendation")
+_TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet", ".pq", ".txt")
+_LOG_NAMES = ("u.data", "ratings.dat")
+_EXPECTS = {
+    "image-classification": "images (a named image set such as digits or mnist, an image folder, IDX files, "
+                            "CIFAR batches or shards)",
+    "text-classification": "labelled texts (a .csv/.tsv/.jsonl/.parquet table, a fastText .txt, or a folder or "
+                           "archive of class sub-folders of .txt files)",
+    "recommendation": "the run's own interaction log",
+}
+
+
+def source_kind(source: str | Path) -> str | None:
+    """What a data source plainly is, from its name alone: 'images', 'a table', 'an interaction log', or None."""
+    from deepstrata.data import datasets
+    from deepstrata.data.images import IMAGE_EXTENSIONS
+
+    text = str(source)
+    if text == "digits" or (datasets.canonical_name(text) is not None and not Path(text).exists()):
+        return "an image data set"
+    name = Path(text).name.lower()
+    if name in _LOG_NAMES:
+        return "an interaction log"
+    if name.endswith(IMAGE_EXTENSIONS):
+        return "an image file"
+    if name.endswith(_TABLE_SUFFIXES):
+        return "a table"
+    return None
+
+
+def check_source(run: "Run", source: str | Path, verb: str) -> None:
+    """Refuse a data source that is plainly of another kind than the run's task, before reading it.
+
+    A classification run given a table of another task, or an image run given texts, would
+    otherwise fail deep in a reader with a message that does not say the run is the problem.
+    """
+    kind = source_kind(source)
+    wrong = {"image-classification": ("a table", "an interaction log"),
+             "text-classification": ("an image data set", "an image file", "an interaction log")}
+    if kind in wrong.get(run.task, ()):
+        raise DataError(f"{source}: {kind}, but {run.path} is {run.kind}; {verb} --data expects "
+                        f"{_EXPECTS[run.task]}")
+
+
+def _checked_info(info: dict, path: Path) -> dict:
+    """``model.json`` with the fields every verb relies on checked, so a damaged one is named, not a KeyError."""
+    task = info.get("task", "image-classification")
+    if task not in TASKS:
+        raise runfiles.damaged(path, f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    spec = runfiles.field(info, "spec", dict, path)
+    runfiles.field(spec, "family", str, path, where="spec.")
+    if task != "recommendation":
+        if len(runfiles.string_list(info, "classes", path)) < 2:
+            raise runfiles.damaged(path, "'classes' must name at least 2 classes")
+    if task == "image-classification":
+        shape = runfiles.field(spec, "in_shape", list, path, where="spec.")
+        if len(shape) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
+            raise runfiles.damaged(path, f"spec.in_shape is {shape!r}, expected [channels, height, width]")
+    if task == "text-classification":
+        text = runfiles.field(info, "text", dict, path)
+        runfiles.field(text, "tokenizer", str, path, where="text.")
+        runfiles.field(text, "max_length", int, path, where="text.")
+    return info
 
 
 def _match_shape(x: torch.Tensor, channels: int, height: int, width: int, source: str) -> torch.Tensor:

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from deepstrata.engine import checkpoint as ckpt
 from deepstrata.config import TrainConfig
 from deepstrata.engine.loop import build_optimizer, learning_rate, train
 from deepstrata.engine.lookahead import Lookahead
@@ -14,6 +15,7 @@ from deepstrata.errors import ConfigError
 from deepstrata.models.whitened_cnn import WhitenedCNN
 from deepstrata.tasks.image_classification import ImageClassificationTask
 from tests.engine.test_loop import Crash, CrashingTask, blobs
+from tests.run_files import checkpoint_file
 
 RECIPE = TrainConfig(epochs=3, batch_size=32, device="cpu", seed=0, optimizer="sgd", momentum=0.85, lr=0.2,
                      weight_decay=0.005, norm_lr_scale=16.0, warmup_fraction=0.23, lr_start=0.2, lr_end=0.07,
@@ -135,12 +137,12 @@ def test_killed_run_with_lookahead_resumes_exactly(tmp_path):
     model, task = make()
     with pytest.raises(Crash):
         train(model, CrashingTask(task, 12), RECIPE, tmp_path / "run", quiet=True)
-    assert json.loads((tmp_path / "run" / "checkpoints" / "last.json").read_text())["step"] == 8
+    assert ckpt.latest_state(tmp_path / "run" / "checkpoints")["step"] == 8
     fresh, task = make(seed=5)
     train(fresh, task, RECIPE, tmp_path / "run", resume=True, quiet=True)
-    a = load_file(str(tmp_path / "ref" / "checkpoints" / "last.train.safetensors"))
-    b = load_file(str(tmp_path / "run" / "checkpoints" / "last.train.safetensors"))
+    a = load_file(str(checkpoint_file(tmp_path / "ref", "latest/train.safetensors")))
+    b = load_file(str(checkpoint_file(tmp_path / "run", "latest/train.safetensors")))
     assert any(k.startswith("extra.") for k in a)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    ref = load_file(str(tmp_path / "ref" / "checkpoints" / "last.safetensors"))
+    ref = load_file(str(checkpoint_file(tmp_path / "ref", "latest/weights.safetensors")))
     assert all(torch.equal(v, ref[k]) for k, v in fresh.state_dict().items())

@@ -6,10 +6,12 @@ import pytest
 import torch
 
 from deepstrata.config import TrainConfig
+from deepstrata.engine import checkpoint as ckpt
 from deepstrata.engine.loop import batch_generator, learning_rate, train
 from deepstrata.errors import RunError
 from deepstrata.models.cnn import CNN
 from deepstrata.tasks.image_classification import ImageClassificationTask
+from tests.run_files import checkpoint_file
 
 
 def blobs(n=256, seed=0):
@@ -66,8 +68,8 @@ def test_train_learns_and_writes_metrics_and_checkpoints(tmp_path):
     for key in ("epoch", "step", "train_loss", "val_loss", "val_accuracy", "lr", "seconds"):
         assert key in rows[0]
     assert rows[-1]["step"] == 3 * (256 // 32)
-    for name in ("last.safetensors", "last.train.safetensors", "last.json", "best.safetensors"):
-        assert (tmp_path / "checkpoints" / name).is_file()
+    for name in ("latest/weights.safetensors", "latest/train.safetensors", "latest/state.json", "best.safetensors"):
+        assert checkpoint_file(tmp_path, name).is_file()
 
 
 def test_same_seed_same_weights():
@@ -116,7 +118,7 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path, checkpoint_
     model, task = make()
     with pytest.raises(Crash):
         train(model, CrashingTask(task, crash_after), cfg, tmp_path / "run", quiet=True)
-    saved = json.loads((tmp_path / "run" / "checkpoints" / "last.json").read_text())
+    saved = ckpt.latest_state(tmp_path / "run" / "checkpoints")
     assert saved["step"] == (10 if checkpoint_every else 8)
 
     fresh, task = make(seed=123)  # different initial weights: everything must come from the checkpoint
@@ -129,15 +131,27 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path, checkpoint_
     strip = lambda rows: [{k: v for k, v in json.loads(r).items() if k != "seconds"} for r in rows]  # noqa: E731
     assert strip(run_rows) == strip(ref_rows)
     from safetensors.torch import load_file
-    for name in ("last.safetensors",):
-        a = load_file(str(tmp_path / "ref" / "checkpoints" / name))
-        b = load_file(str(tmp_path / "run" / "checkpoints" / name))
+    for name in ("latest/weights.safetensors", "best.safetensors"):
+        a = load_file(str(checkpoint_file(tmp_path / "ref", name)))
+        b = load_file(str(checkpoint_file(tmp_path / "run", name)))
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+def test_resume_before_the_first_checkpoint_starts_from_the_beginning(tmp_path, capsys):
+    reference, task = make()
+    train(reference, task, CFG, tmp_path / "ref", quiet=True)
     model, task = make()
-    with pytest.raises(RunError, match="no checkpoint"):
+    train(model, task, CFG, tmp_path / "run", resume=True)
+    assert "starting it from the beginning" in capsys.readouterr().err
+    assert all(torch.equal(v, weights(reference)[k]) for k, v in model.state_dict().items())
+
+
+def test_resume_from_damaged_checkpoints_is_a_clear_error(tmp_path):
+    model, task = make()
+    train(model, task, CFG, tmp_path, quiet=True)
+    for path in (tmp_path / "checkpoints").glob("step-*/state.json"):
+        path.write_text("{")
+    with pytest.raises(RunError, match="no complete checkpoint"):
         train(model, task, CFG, tmp_path, resume=True, quiet=True)
 
 

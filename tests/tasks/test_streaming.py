@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from deepstrata.engine import checkpoint as ckpt
 from deepstrata.cli import main
 from deepstrata.config import TrainConfig
 from deepstrata.data import shards as shards_module
@@ -18,6 +19,7 @@ from deepstrata.models.cnn import CNN
 from deepstrata.tasks.image_classification import ImageClassificationTask
 from deepstrata.tasks.streaming import ShardedImageTask
 from deepstrata.run import load as load_run
+from tests.run_files import checkpoint_file
 
 
 def numbered(n_per_class=200, classes=3):
@@ -214,13 +216,13 @@ def test_killed_mid_epoch_and_resumed_through_the_loop_ends_with_the_same_weight
     interrupted = model(0)
     with pytest.raises(Crash):
         train(interrupted, Crashing(ragged, buffer_size=64, after=22), cfg, tmp_path / "run", quiet=True)
-    assert json.loads((tmp_path / "run" / "checkpoints" / "last.json").read_text())["step"] == 20
+    assert ckpt.latest_state(tmp_path / "run" / "checkpoints")["step"] == 20
     resumed = model(1)
     train(resumed, ShardedImageTask(ragged, buffer_size=64), cfg, tmp_path / "run", resume=True, quiet=True)
     from safetensors.torch import load_file
 
-    a = load_file(str(tmp_path / "ref" / "checkpoints" / "last.safetensors"))
-    b = load_file(str(tmp_path / "run" / "checkpoints" / "last.safetensors"))
+    a = load_file(str(checkpoint_file(tmp_path / "ref", "latest/weights.safetensors")))
+    b = load_file(str(checkpoint_file(tmp_path / "run", "latest/weights.safetensors")))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 

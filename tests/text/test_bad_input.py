@@ -18,9 +18,11 @@ def write(path: Path, data: bytes | str) -> Path:
 
 def test_missing_column_lists_the_columns(tmp_path):
     path = write(tmp_path / "a.csv", "review,sentiment\ngood,pos\nbad,neg\n")
-    with pytest.raises(DataError, match=r"a.csv: no column 'text' \(--text-column\); the columns are: review, sentiment"):
+    with pytest.raises(DataError, match=r"a.csv: no text column 'text'; the columns are: review, sentiment; "
+                                        r"name another with --text-column$"):
         load_text(path, text_column="text")
-    with pytest.raises(DataError, match=r"no column 'stars' \(--label-column\); the columns are: review, sentiment"):
+    with pytest.raises(DataError, match=r"no label column 'stars'; the columns are: review, sentiment; "
+                                        r"name another with --label-column$"):
         load_text(path, label_column="stars")
 
 
@@ -72,3 +74,67 @@ def test_cli_reports_one_line_exit_2_and_loses_nothing(tmp_path, capsys):
     assert "unknown codec 'nope'" in capsys.readouterr().err
     assert main(["fit", "--data", str(bad), "--model", "transformer", "--image-size", "32", "--quiet"]) == 2
     assert "--image-size applies to image data" in capsys.readouterr().err
+
+
+def test_texts_that_are_all_empty_are_refused_in_every_format(tmp_path):
+    with pytest.raises(DataError, match=r"e.csv: every one of the 3 texts \(column 'text'\) is empty or whitespace"):
+        load_text(write(tmp_path / "e.csv", 'text,label\n"",a\n"  ",b\n" \t",a\n'))
+    with pytest.raises(DataError, match=r"e.jsonl: every one of the 2 texts .* is empty"):
+        load_text(write(tmp_path / "e.jsonl", '{"label": "a"}\n{"text": " ", "label": "b"}\n'))
+    with pytest.raises(DataError, match=r"f.txt: every one of the 2 texts is empty"):
+        load_text(write(tmp_path / "f.txt", "__label__a\n__label__b   \n"))
+    for label in ("pos", "neg"):
+        (tmp_path / "docs" / label).mkdir(parents=True)
+        write(tmp_path / "docs" / label / "1.txt", "\n")
+    with pytest.raises(DataError, match=r"docs: every one of the 2 texts is empty"):
+        load_text(tmp_path / "docs")
+    assert load_text(write(tmp_path / "ok.csv", 'text,label\n"",a\nfine,b\n')).notes == [
+        "1 empty text(s) kept (they are classified from no tokens)"]
+
+
+def test_one_class_is_refused_for_folders_fasttext_and_texts_built_in_code(tmp_path):
+    import numpy as np
+
+    from deepstrata.data.text import TextDataset, split_text
+
+    (tmp_path / "docs" / "pos").mkdir(parents=True)
+    write(tmp_path / "docs" / "pos" / "1.txt", "good")
+    with pytest.raises(DataError, match=r"docs: every example has the label 'pos'; a classifier needs at least 2"):
+        load_text(tmp_path / "docs")
+    with pytest.raises(DataError, match=r"every example has the label 'a'"):
+        load_text(write(tmp_path / "f.txt", "__label__a one\n__label__a two\n"))
+    one = TextDataset(texts=["x", "y"], labels=np.array([0, 0]), classes=["a"])
+    with pytest.raises(DataError, match=r"<in-memory texts>: every example has the label 'a'"):
+        split_text(one, seed=0)
+    blank = TextDataset(texts=["", " "], labels=np.array([0, 1]), classes=["a", "b"], source="mine")
+    with pytest.raises(DataError, match=r"mine: every one of the 2 texts is empty"):
+        split_text(blank, seed=0)
+
+
+def test_a_cell_longer_than_pythons_csv_field_limit_is_read(tmp_path):
+    import csv
+
+    long_text = "word " * 60_000  # 300,000 characters, over csv's default limit of 131,072
+    path = tmp_path / "long.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        writer.writerows([[long_text, "a"], ["short", "b"]])
+    data = load_text(path)
+    assert data.texts[0] == long_text and len(data.texts[0]) > 131_072
+    tsv = write(tmp_path / "long.tsv", f"text\tlabel\n{long_text}\ta\nshort\tb\n")
+    assert load_text(tsv).texts[0] == long_text
+
+    from deepstrata.data.text import read_texts
+
+    assert read_texts(path)[0] == long_text
+
+
+def test_cli_refuses_empty_texts_before_training(tmp_path, capsys):
+    bad = write(tmp_path / "blank.csv", "text,label\n" + "".join(f'" ",{"ab"[i % 2]}\n' for i in range(20)))
+    out = tmp_path / "run"
+    assert main(["fit", "--data", str(bad), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"deepstrata: error: {bad}: every one of the 20 texts (column 'text') is empty or whitespace; "
+                   "there is nothing to learn from"]
+    assert not out.exists()

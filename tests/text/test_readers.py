@@ -64,7 +64,7 @@ def test_unambiguous_guess_by_content_and_ambiguous_error(tmp_path):
     assert data.text_column == "a" and data.label_column == "b"
     from deepstrata.errors import DataError
 
-    with pytest.raises(DataError, match=r"--text-column \(columns: name, city, note\)"):
+    with pytest.raises(DataError, match=r"\(columns: name, city, note\); name it with --text-column"):
         load_text(write(tmp_path / "d.csv", "name,city,note\nann,rome,hi\nbob,oslo,yo\ncid,rome,hi\n"),
                   label_column="city")
 

@@ -20,12 +20,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from deepstrata.engine import checkpoint as ckpt
 from deepstrata.engine import distributed
 from deepstrata.errors import ConfigError
 from deepstrata.tasks.text_classification import TextClassificationTask
 from deepstrata.cli import main as cli
 from tests.text.text_dist_worker import corpus
 from tests.text.text_dist_worker import main as worker
+from tests.run_files import checkpoint_file
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 WORKER = str(Path(__file__).with_name("text_dist_worker.py"))
@@ -187,10 +189,10 @@ def test_ranks_draw_their_own_dropout_and_a_crashed_run_resumes_exactly(tmp_path
     crashed = subprocess.run([sys.executable, *launch, str(tmp_path / "out"), str(tmp_path / "run"), "9", "fresh"],
                              capture_output=True, text=True, timeout=240, env=env())
     assert crashed.returncode != 0
-    assert json.loads((tmp_path / "run" / "checkpoints" / "last.json").read_text())["step"] == 8
+    assert ckpt.latest_state(tmp_path / "run" / "checkpoints")["step"] == 8
     run([*launch, str(tmp_path / "out"), str(tmp_path / "run"), "0", "resume"])
-    for name in ("last.safetensors", "last.train.safetensors"):
-        a = load_file(str(tmp_path / "ref" / "checkpoints" / name))
-        b = load_file(str(tmp_path / "run" / "checkpoints" / name))
+    for name in ("latest/weights.safetensors", "latest/train.safetensors"):
+        a = load_file(str(checkpoint_file(tmp_path / "ref", name)))
+        b = load_file(str(checkpoint_file(tmp_path / "run", name)))
         assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a), name
-    assert "rng.rank1.torch" in load_file(str(tmp_path / "ref" / "checkpoints" / "last.train.safetensors"))
+    assert "rng.rank1.torch" in load_file(str(checkpoint_file(tmp_path / "ref", "latest/train.safetensors")))

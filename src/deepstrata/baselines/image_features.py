@@ -42,6 +42,12 @@ SEARCH_MAX_TRAIN = 10_000
 MAX_ITER = 200
 """lbfgs iteration cap; bounds cost on MNIST-size data. Whether each fit converged is recorded."""
 
+CV_FOLDS = 3
+"""Folds of the stratified cross-validation that chooses C when there is no validation split."""
+
+DEFAULT_C = 1.0
+"""C when it cannot be chosen at all (no validation split, a class with one training example): scikit-learn's."""
+
 HIST_BINS = 16
 """Bins of the per-channel intensity histogram appended to the HOG descriptor."""
 
@@ -131,7 +137,7 @@ def hog_features(x: Any) -> np.ndarray:
 def pixel_features(x: Any) -> np.ndarray:
     """Raw pixels flattened and scaled to [0, 1]: [N, C*H*W] float32."""
     arr = _as_images(x)
-    return arr.reshape(arr.shape[0], -1).astype(np.float32) / 255.0
+    return arr.reshape(arr.shape[0], int(np.prod(arr.shape[1:]))).astype(np.float32) / 255.0
 
 
 _FEATURES: dict[str, Callable[[Any], np.ndarray]] = {
@@ -188,6 +194,48 @@ def _subsample(n: int, limit: int | None, rng: np.random.Generator) -> np.ndarra
     return np.sort(rng.choice(n, size=limit, replace=False))
 
 
+def choose_c(
+    grid: Sequence[float], train_y: np.ndarray, val_y: np.ndarray, seed: int,
+    score: Callable[[np.ndarray, np.ndarray, float], float], say: Callable[[str], None], name: str,
+) -> tuple[float, dict[str, Any]]:
+    """The regularisation ``C`` from ``grid``, and the settings that say how it was chosen.
+
+    With a validation split, ``score(None, None, c)`` is its accuracy for ``c``. Without one
+    (a few labelled examples per class: every class kept its examples for training), C is
+    chosen by stratified ``k``-fold cross-validation on the training split, ``k`` =
+    ``min(CV_FOLDS, smallest class)``, and ``score(fit_idx, held_idx, c)`` is a fold's
+    accuracy; when a class has a single training example no fold can hold it out, and C is
+    the fixed ``DEFAULT_C``. The test split is never used.
+    """
+    if len(val_y):
+        scores = {}
+        for c in grid:
+            scores[repr(c)] = score(None, None, c)
+            say(f"{name}: C={c:g} val accuracy {scores[repr(c)]:.4f}")
+        best = grid[int(np.argmax([scores[repr(c)] for c in grid]))]
+        return best, {"C_selection": f"chosen on the validation split ({len(val_y)} examples)",
+                      "val_accuracy_by_C": scores}
+    present = np.bincount(train_y)
+    smallest = int(present[present > 0].min())
+    if smallest < 2:
+        say(f"{name}: no validation split and a class with one training example: fixed C={DEFAULT_C:g}")
+        return DEFAULT_C, {"C_selection": f"fixed default C={DEFAULT_C:g} (scikit-learn's): the validation split "
+                                          "is empty and a class has a single training example, so C cannot be "
+                                          "chosen by cross-validation"}
+    from sklearn.model_selection import StratifiedKFold
+
+    folds = min(CV_FOLDS, smallest)
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    parts = list(splitter.split(np.zeros((len(train_y), 1)), train_y))
+    scores = {}
+    for c in grid:
+        scores[repr(c)] = float(np.mean([score(fit_idx, held_idx, c) for fit_idx, held_idx in parts]))
+        say(f"{name}: C={c:g} {folds}-fold cross-validated accuracy {scores[repr(c)]:.4f}")
+    best = grid[int(np.argmax([scores[repr(c)] for c in grid]))]
+    return best, {"C_selection": f"chosen by {folds}-fold stratified cross-validation on the training split "
+                                 "(the validation split is empty)", "cv_folds": folds, "cv_accuracy_by_C": scores}
+
+
 def _fit_lr(features: np.ndarray, y: np.ndarray, c: float, seed: int) -> tuple[Any, Any, bool]:
     """Standardise then fit a multinomial logistic regression; returns (scaler, model, converged)."""
     from sklearn.exceptions import ConvergenceWarning
@@ -215,7 +263,7 @@ def _run_one(
     seed: int,
     say: Callable[[str], None],
 ) -> BaselineResult:
-    """Extract features, pick C on val, refit on train, score on test."""
+    """Extract features, pick C (on val; without one by cross-validation on train), refit on train, score on test."""
     featurize = _FEATURES[name]
     (train_x, train_y), (val_x, val_y), (test_x, test_y) = data["train"], data["val"], data["test"]
 
@@ -225,12 +273,16 @@ def _run_one(
 
     rng = np.random.default_rng(seed)
     search_idx = _subsample(len(f_train), SEARCH_MAX_TRAIN, rng)
-    val_scores: dict[str, float] = {}
-    for c in C_GRID:
-        scaler, model, _ = _fit_lr(f_train[search_idx], train_y[search_idx], c, seed)
-        val_scores[repr(c)] = accuracy(val_y, _predict(scaler, model, f_val))
-        say(f"{name}: C={c:g} val accuracy {val_scores[repr(c)]:.4f}")
-    best_c = C_GRID[int(np.argmax([val_scores[repr(c)] for c in C_GRID]))]
+    f_search, y_search = f_train[search_idx], train_y[search_idx]
+
+    def score(fit_idx: np.ndarray | None, held_idx: np.ndarray | None, c: float) -> float:
+        if fit_idx is None:
+            scaler, model, _ = _fit_lr(f_search, y_search, c, seed)
+            return accuracy(val_y, _predict(scaler, model, f_val))
+        scaler, model, _ = _fit_lr(f_search[fit_idx], y_search[fit_idx], c, seed)
+        return accuracy(y_search[held_idx], _predict(scaler, model, f_search[held_idx]))
+
+    best_c, selection = choose_c(C_GRID, y_search, val_y, seed, score, say, name)
 
     scaler, model, converged = _fit_lr(f_train, train_y, best_c, seed)
     train_seconds = time.perf_counter() - start
@@ -251,7 +303,7 @@ def _run_one(
         extra={
             "C": best_c,
             "C_grid": list(C_GRID),
-            "val_accuracy_by_C": val_scores,
+            **selection,
             "search_train_size": int(search_idx.size),
             "train_size": int(len(f_train)),
             "max_iter": MAX_ITER,
@@ -278,6 +330,10 @@ def run_image_baselines(
 ) -> list[BaselineResult]:
     """Fit each named baseline on train, choose C on val, and score it on test.
 
+    An empty validation split (few examples per class) is allowed: C is then chosen by
+    cross-validation on train, or fixed when a class has one training example (``choose_c``);
+    the row's settings say which (``C_selection``).
+
     Images are uint8 [N, C, H, W], labels int [N]. The test split is touched only for the
     final metrics and predictions. ``max_train`` caps the training rows (a seeded random
     subset); independently, the C search fits on at most ``SEARCH_MAX_TRAIN`` rows, which
@@ -295,7 +351,7 @@ def run_image_baselines(
     data: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for split, x, y in (("train", train_x, train_y), ("val", val_x, val_y), ("test", test_x, test_y)):
         images = _as_images(x, f"{split} images")
-        if len(images) == 0:
+        if len(images) == 0 and split != "val":  # no val split: C is chosen by cross-validation (choose_c)
             raise DataError(f"the {split} split is empty")
         data[split] = (images, _labels(y, len(images), num_classes, f"{split} labels"))
     if len(np.unique(data["train"][1])) < 2:

@@ -111,7 +111,8 @@ def detect_format(path: str | Path) -> str:
                 return "cifar"
             if base.lower().endswith(IMAGE_EXTENSIONS):
                 return "folder"
-        raise DataError(f"{path}: archive holds neither CIFAR batches nor image files in its first entries")
+        raise DataError(f"{path}: archive holds neither CIFAR batches nor image files in its first entries",
+                        hint=_TEXT_HINT if holds_text_files(path) else None)
     raise DataError(f"{path}: not a data set; expected a folder or a .tar[.gz|.xz] archive")
 
 
@@ -244,10 +245,38 @@ def _scan_archive(path: Path) -> list[_Entry]:
     return found
 
 
+_TEXT_HINT = "it holds .txt files in class folders: for text classification add --task text"
+
+
+def holds_text_files(path: str | Path, limit: int = 10_000) -> bool:
+    """Whether ``path`` (a folder or tar archive) looks like text data: ``.txt`` files inside sub-folders.
+
+    Looks at no more than ``limit`` files (or an archive's first 64), so a big folder costs little.
+    """
+    path = Path(path)
+    if path.is_dir():
+        seen = 0
+        for folder, dirs, files in os.walk(path):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            if folder != str(path) and any(f.lower().endswith(".txt") for f in files):
+                return True
+            seen += len(files)
+            if seen >= limit:
+                break
+        return False
+    if _is_archive(path):
+        try:
+            return any(name.lower().endswith(".txt") for name in _archive_file_names(path, limit=64))
+        except DataError:
+            return False
+    return False
+
+
 def _layout(root: Path, entries: list[_Entry]):
     """Find classes and the train/test split from the relative paths of the images."""
     if not entries:
-        raise DataError(f"{root}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found")
+        raise DataError(f"{root}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found",
+                        hint=_TEXT_HINT if holds_text_files(root) else None)
     while (all(len(e.parts) >= 3 for e in entries) and len({e.parts[0] for e in entries}) == 1
            and entries[0].parts[0].lower() not in ("train", "test")):
         entries = [_Entry(e.parts[1:], e.name, e.source) for e in entries]

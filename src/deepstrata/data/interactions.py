@@ -19,7 +19,6 @@ user's test event; the temporal split is the one with a global time order.)
 
 from __future__ import annotations
 
-import csv
 import datetime as _dt
 import io
 import itertools
@@ -31,6 +30,7 @@ from typing import Iterator
 
 import numpy as np
 
+from deepstrata.data import tables
 from deepstrata.errors import ConfigError, DataError
 
 USER_NAMES = ("user_id", "userid", "user", "uid", "users", "customer_id", "visitor_id", "visitorid", "session_id")
@@ -147,7 +147,7 @@ def _text_rows(path: Path, fmt: str) -> Iterator[list[str]]:
         return
     delimiter = "\t" if fmt in ("tsv", "headerless-tsv") else ","
     with path.open("r", encoding="utf-8", errors="replace", newline="") as handle:
-        yield from csv.reader(handle, delimiter=delimiter)
+        yield from tables.reader(handle, delimiter=delimiter)
 
 
 def _read_rows(path: Path, fmt: str) -> tuple[list[str], Iterator[list[str]], int]:
@@ -200,7 +200,8 @@ def _pick_column(path: Path, header: list[str], given: str | None, candidates: t
         if candidate in lowered:
             return lowered.index(candidate)
     if required:
-        raise DataError(f"{path}: no {what} column found (columns: {', '.join(header)}); name it with {flag}")
+        raise DataError(f"{path}: no {what} column found (columns: {', '.join(header)}); looked for "
+                        f"{', '.join(candidates[:3])} …", hint=f"name it with {flag}")
     return None
 
 
@@ -234,7 +235,7 @@ def _movielens_titles(path: Path) -> dict[str, str]:
                 titles[parts[0]] = parts[1]
     elif (folder / "movies.csv").is_file() and path.name.lower() == "ratings.csv":
         with (folder / "movies.csv").open("r", encoding="utf-8", errors="replace", newline="") as handle:
-            rows = csv.reader(handle)
+            rows = tables.reader(handle)
             header = [name.lower() for name in next(rows, [])]
             if "movieid" in header and "title" in header:
                 id_at, title_at = header.index("movieid"), header.index("title")
@@ -403,17 +404,41 @@ def save_log(log: InteractionLog) -> tuple[bytes, dict]:
 
 
 def load_log(npz_path: Path, vocab_path: Path) -> InteractionLog:
+    """The log a run saved (``save_log``), checked: a damaged or inconsistent file is a ``RunError`` naming it.
+
+    Arrays are read without pickles; every index must point into the vocabulary, and the
+    three arrays must be equally long, so a file cut short or swapped for another run's
+    cannot give recommendations for the wrong users.
+    """
+    from deepstrata import runfiles
+    from deepstrata.errors import RunError
+
     for path in (npz_path, vocab_path):
         if not path.is_file():
-            raise DataError(f"{path}: not found; the run did not save its interaction log")
-    try:
-        with np.load(npz_path, allow_pickle=False) as arrays:
-            users, items, times = arrays["users"], arrays["items"], arrays["times"]
-        vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, KeyError) as err:
-        raise DataError(f"{npz_path.parent}: unreadable interaction log ({err})") from None
-    return InteractionLog(users, items, times, tuple(vocab["user_ids"]), tuple(vocab["item_ids"]), vocab["source"],
-                          vocab["format"], dict(vocab.get("titles", {})), tuple(vocab.get("notes", ())),
+            raise RunError(f"{path}: not found; the run did not save its interaction log")
+    arrays = runfiles.read_npz(npz_path, ("users", "items", "times"))
+    users, items, times = arrays["users"], arrays["items"], arrays["times"]
+    vocab = runfiles.read_json(vocab_path)
+    user_ids = runfiles.string_list(vocab, "user_ids", vocab_path)
+    item_ids = runfiles.string_list(vocab, "item_ids", vocab_path)
+    source = runfiles.field(vocab, "source", str, vocab_path)
+    fmt = runfiles.field(vocab, "format", str, vocab_path)
+    titles = vocab.get("titles", {})
+    notes = vocab.get("notes", [])
+    if not isinstance(titles, dict) or not isinstance(notes, list):
+        raise runfiles.damaged(vocab_path, "'titles' must be an object and 'notes' a list")
+    if not len(users) == len(items) == len(times):
+        raise runfiles.damaged(npz_path, f"arrays of different lengths (users {len(users)}, items {len(items)}, "
+                                         f"times {len(times)})")
+    for name, values, ids in (("users", users, user_ids), ("items", items, item_ids)):
+        if values.dtype.kind not in "iu":
+            raise runfiles.damaged(npz_path, f"{name} are {values.dtype}, expected integer indices")
+        if len(values) and (values.min() < 0 or values.max() >= len(ids)):
+            raise runfiles.damaged(npz_path, f"{name} index {int(values.max())} is outside the {len(ids)} ids "
+                                             f"of {vocab_path.name}")
+    return InteractionLog(users, items, times,
+                          tuple(user_ids), tuple(item_ids), source, fmt,
+                          dict(titles), tuple(str(n) for n in notes),
                           bool(vocab.get("has_time", True)))
 
 

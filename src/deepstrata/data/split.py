@@ -8,7 +8,7 @@ used for model selection.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -29,7 +29,11 @@ class Labelled(Protocol):
 
 @dataclass
 class Splits:
-    """Three disjoint parts; ``test_is_official`` says the test part came with the data."""
+    """Three disjoint parts; ``test_is_official`` says the test part came with the data.
+
+    ``notes`` state the split rule where it matters: when small classes give nothing to
+    validation or test (``split_notes``); a run records them with its data notes.
+    """
 
     train_x: torch.Tensor
     train_y: torch.Tensor
@@ -39,6 +43,42 @@ class Splits:
     test_y: torch.Tensor
     classes: list[str]
     test_is_official: bool
+    notes: list[str] = field(default_factory=list)
+
+
+RULE = ("each class gives round(test_fraction x its examples) to test (unless the data has an official test "
+        "split), then round(val_fraction x the rest) to validation, and keeps at least one for training")
+
+
+def split_notes(y: np.ndarray, *, val_fraction: float, test_fraction: float, official: bool) -> list[str]:
+    """What the split rule did to classes too small to give an example to validation (or test).
+
+    With 3 images per class and the default fractions, every class keeps 2 for training and
+    gives 1 to test and none to validation: the validation split is empty. That is stated,
+    with what follows from it, rather than left for a later step to fail on.
+    """
+    counts = np.bincount(y)[np.unique(y)] if len(y) else np.zeros(0, dtype=np.int64)
+    test = np.zeros_like(counts) if official else np.minimum(np.round(test_fraction * counts), counts - 1)
+    rest = (counts - test).astype(np.int64)
+    val = np.minimum(np.round(val_fraction * rest), rest - 1).astype(np.int64)
+    notes = []
+    no_test = int(((test == 0) & (test_fraction > 0)).sum()) if not official else 0
+    no_val = int(((val == 0) & (val_fraction > 0)).sum())
+    if no_test:
+        notes.append(f"split rule: {RULE}; {no_test} of {len(counts)} classes (the smallest has {counts.min()} "
+                     "examples) give none to test")
+    if no_val:
+        empty = int(val.sum()) == 0
+        notes.append(f"split rule: {RULE}; {no_val} of {len(counts)} classes (the smallest keeps {rest.min()} "
+                     "examples after test) give none to validation"
+                     + ("; the validation split is empty, so the model keeps its last epoch and the baselines "
+                        "choose their regularisation by cross-validation on the training split (a fixed C if a "
+                        "class has a single training example)" if empty else ""))
+    elif val_fraction == 0:
+        notes.append("no validation split (val_fraction 0): the model keeps its last epoch and the baselines "
+                     "choose their regularisation by cross-validation on the training split (a fixed C if a class "
+                     "has a single training example)")
+    return notes
 
 
 def split_dataset(ds: Labelled, *, seed: int, val_fraction: float = 0.1,
@@ -68,7 +108,8 @@ def split_dataset(ds: Labelled, *, seed: int, val_fraction: float = 0.1,
     return Splits(train_x=_take(ds.x, train_idx), train_y=_take(ds.y, train_idx).long(),
                   val_x=_take(ds.x, val_idx), val_y=_take(ds.y, val_idx).long(),
                   test_x=test_x, test_y=test_y_t, classes=list(ds.classes),
-                  test_is_official=official)
+                  test_is_official=official,
+                  notes=split_notes(y, val_fraction=val_fraction, test_fraction=test_fraction, official=official))
 
 
 def _labels(y: torch.Tensor, n: int, what: str) -> np.ndarray:

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from deepstrata.data import tables
 from deepstrata.errors import DataError
 
 FORMATS = ("csv", "tsv", "jsonl", "parquet", "fasttext", "folder")
@@ -166,6 +167,7 @@ def split_text(ds: TextDataset, *, seed: int, val_fraction: float = 0.1, test_fr
     """
     from deepstrata.data.split import split_dataset
 
+    _check_classes(ds, ds.source or "<in-memory texts>")  # a TextDataset built in code is checked here
     official = ds.test_texts is not None and ds.test_labels is not None
 
     @dataclass
@@ -242,7 +244,7 @@ def _is_number(value: str) -> bool:
 
 
 def _read_delimited(path: Path, text: str, delimiter: str) -> Table:
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    reader = tables.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     rows: list[list[str | None]] = []
     lines: list[int] = []
     last_line = 0
@@ -351,7 +353,8 @@ def _find_column(table: Table, name: str, role: str) -> str:
     if name.lower() in lowered:
         return lowered[name.lower()]
     flag = "--text-column" if role == "text" else "--label-column"
-    raise DataError(f"{table.path}: no column {name!r} ({flag}); the columns are: {', '.join(table.columns)}")
+    raise DataError(f"{table.path}: no {role} column {name!r}; the columns are: {', '.join(table.columns)}",
+                    hint=f"name another with {flag}")
 
 
 def _zhang_layout(table: Table) -> bool:
@@ -380,8 +383,8 @@ def _text_columns(table: Table, text_column: str | None, label_column: str | Non
         lengths = sorted(((_mean_length(table, c), c) for c in candidates), reverse=True)
         if len(lengths) == 1 or lengths[0][0] >= 3 * max(lengths[1][0], 1.0):
             return [lengths[0][1]]
-    raise DataError(f"{table.path}: cannot tell which column holds the text; name it with --text-column "
-                    f"(columns: {', '.join(table.columns)})")
+    raise DataError(f"{table.path}: cannot tell which column holds the text (columns: {', '.join(table.columns)})",
+                    hint="name it with --text-column")
 
 
 def _label_column(table: Table, label_column: str | None, text_columns: list[str] | None) -> str:
@@ -399,8 +402,8 @@ def _label_column(table: Table, label_column: str | None, text_columns: list[str
     label_like = [c for c in candidates if _label_like(table, c)]
     if len(label_like) == 1:
         return label_like[0]
-    raise DataError(f"{table.path}: cannot tell which column holds the labels; name it with --label-column "
-                    f"(columns: {', '.join(table.columns)})")
+    raise DataError(f"{table.path}: cannot tell which column holds the labels (columns: {', '.join(table.columns)})",
+                    hint="name it with --label-column")
 
 
 def _mean_length(table: Table, column: str) -> float:
@@ -485,9 +488,14 @@ def _natural(value: str) -> tuple:
     return (1, 0.0, tuple(int(p) if p.isdigit() else p.lower() for p in _NATURAL.split(value)))
 
 
-def _check_classes(ds: TextDataset, path: Path) -> None:
+def _check_classes(ds: TextDataset, path: Path | str) -> None:
+    """Refuse data nothing can be learned from: no examples, no text in any of them, or one class only."""
     if len(ds.texts) == 0:
         raise DataError(f"{path}: no examples found")
+    if not any(isinstance(t, str) and t.strip() for t in ds.texts):
+        column = f" (column {ds.text_column!r})" if ds.text_column else ""
+        raise DataError(f"{path}: every one of the {len(ds.texts)} texts{column} is empty or whitespace; "
+                        f"there is nothing to learn from")
     present = np.unique(ds.labels)
     if len(present) < 2:
         name = ds.classes[int(present[0])] if len(present) else "?"

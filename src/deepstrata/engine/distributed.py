@@ -32,6 +32,7 @@ class DistEnv:
     world_size: int = 1
     local_rank: int = 0
     backend: str | None = None
+    restarted: bool = False  # torchrun restarted the workers after a failure: the run resumes by itself
 
     @property
     def is_main(self) -> bool:
@@ -51,6 +52,14 @@ def current() -> DistEnv:
 
 def launched_by_torchrun() -> bool:
     return "WORLD_SIZE" in os.environ and "RANK" in os.environ
+
+
+def restart_count() -> int:
+    """How many times torchrun (``--max-restarts``) has restarted this process's worker group."""
+    try:
+        return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+    except ValueError:
+        return 0
 
 
 def read_environment() -> DistEnv:
@@ -75,6 +84,7 @@ def setup(device_type: str) -> DistEnv:
         return _ENV
     env = read_environment()
     if env.world_size == 1:
+        _ENV = DistEnv(restarted=restart_count() > 0)
         return _ENV
     backend = "nccl" if device_type == "cuda" else "gloo"
     available = dist.is_nccl_available() if backend == "nccl" else dist.is_gloo_available()
@@ -88,6 +98,11 @@ def setup(device_type: str) -> DistEnv:
     timeout = datetime.timedelta(seconds=float(os.environ.get("DEEPSTRATA_DIST_TIMEOUT", "300")))
     dist.init_process_group(backend=backend, timeout=timeout)
     _ENV = DistEnv(env.rank, env.world_size, env.local_rank, backend)
+    # After a worker failed, torchrun restarts every node's workers, but only the failed node's agent
+    # counts the restart: any rank's count means the whole group is a restart.
+    count = torch.tensor([float(restart_count())], device="cuda" if backend == "nccl" else "cpu")
+    dist.all_reduce(count, op=dist.ReduceOp.MAX)
+    _ENV = DistEnv(env.rank, env.world_size, env.local_rank, backend, restarted=count.item() > 0)
     return _ENV
 
 
@@ -205,10 +220,18 @@ def launch(argv: list[str], nproc: int) -> int:
     except SystemExit as exit_:
         return int(exit_.code or 0)
     except Exception as err:  # torchrun raises ChildFailedError naming the failing ranks
+        signum = getattr(err, "sigval", None)
+        if signum is not None:  # the launcher itself got SIGTERM/SIGINT and stopped the workers with it
+            return 128 + int(signum)
         failures = getattr(err, "failures", {}) or {}
         codes = {rank: failure.exitcode for rank, failure in failures.items()}
         if codes and all(code == 2 for code in codes.values()):
             return 2  # a bad-input error, already printed on one line by the failing rank
+        # Stopped by SIGTERM/SIGINT after a checkpoint (rank 0 said how to resume); a rank still exiting
+        # when the launcher stopped it with the same signal reports -15 / -2.
+        statuses = {128 - code if code < 0 else code for code in codes.values()}
+        if codes and statuses <= {130, 143} and set(codes.values()) & {130, 143}:
+            return max(statuses)
         detail = ", ".join(f"rank {rank} exited with {code}" for rank, code in sorted(codes.items()))
         print(f"deepstrata: error: distributed run failed ({detail or type(err).__name__})", file=sys.stderr)
         return 1

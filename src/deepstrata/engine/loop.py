@@ -30,8 +30,10 @@ from deepstrata.config import TrainConfig, per_world, resolved_train
 from deepstrata.engine import checkpoint as ckpt
 from deepstrata.engine import distributed
 from deepstrata.engine.devices import autocast, move, resolve_device, synchronize
+from deepstrata.engine.faults import reached
 from deepstrata.engine.lookahead import Lookahead
-from deepstrata.errors import ConfigError
+from deepstrata.engine.stopping import StopRequests
+from deepstrata.errors import ConfigError, Interrupted, TrainingError
 
 
 class Task(Protocol):
@@ -145,10 +147,37 @@ class TrainResult:
 
 
 def _read_history(path: Path, upto_epoch: int) -> list[dict]:
+    """The rows of ``metrics.jsonl`` up to ``upto_epoch``; a torn last line (a kill mid-append) is dropped."""
     if not path.is_file():
         return []
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("epoch"), int):
+            rows.append(row)
     return [row for row in rows if row["epoch"] <= upto_epoch]
+
+
+def json_row(row: dict) -> str:
+    """One ``metrics.jsonl`` line: a non-finite value is written as null (NaN and Infinity are not JSON)."""
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+    return json.dumps(clean, allow_nan=False)
+
+
+def _poll_interval(device: torch.device) -> int:
+    """Steps between checks of the loss and of stop requests: each check waits for the device."""
+    return 1 if device.type == "cpu" else 16
+
+
+def _diverged(epoch: int, step: int, config: TrainConfig) -> TrainingError:
+    return TrainingError(
+        f"epoch {epoch + 1}, step {step}: loss is not finite (NaN or infinity); training stopped and the last "
+        f"good checkpoint is kept. Likely cause: a learning rate too high for this model (lr {config.lr:g}; "
+        "try a tenth of it), or non-finite values in the input data"
+        + (" or fp16 overflow (try --precision bf16)" if config.precision == "fp16" else ""))
 
 
 def train(
@@ -199,125 +228,174 @@ def train(
     history: list[dict] = []
     lookahead = Lookahead(model) if config.lookahead else None
     extra = lookahead.average if lookahead is not None else None
-    if resume:
-        if ckpt_dir is None:
-            raise ValueError("resume needs a run directory")
-        loop = ckpt.load_checkpoint(ckpt_dir, "last", model, optimizer, extra, env.rank, device)
+    if resume and ckpt_dir is None:
+        raise ValueError("resume needs a run directory")
+    resume = resume or (env.restarted and ckpt_dir is not None)  # torchrun restarted the workers
+    if resume and ckpt.has_checkpoint(ckpt_dir):
+        loop, source, skipped = ckpt.load_checkpoint(ckpt_dir, model, optimizer, extra, env.rank, device)
+        if main:
+            if source != ckpt_dir:
+                ckpt.publish_best(ckpt_dir, source)  # best.safetensors is this checkpoint's best
+            for reason in skipped:  # said even with quiet: where a run continues from is not progress output
+                print(f"note: skipped a damaged checkpoint: {reason}", file=sys.stderr)
+            print(f"resuming from {source.relative_to(run_dir)} (epoch {loop['epoch']}, batch {loop['batch']}, "
+                  f"step {loop['step']})", file=sys.stderr)
         if metrics_path is not None:
             history = _read_history(metrics_path, loop["epoch"])
-            ckpt.atomic_write_text(metrics_path, "".join(json.dumps(row) + "\n" for row in history))
-    elif metrics_path is not None:
-        ckpt.atomic_write_text(metrics_path, "")
+            ckpt.atomic_write_text(metrics_path, "".join(json_row(row) + "\n" for row in history))
+    else:
+        if resume and main:
+            print("note: no checkpoint was written before the run stopped; starting it from the beginning",
+                  file=sys.stderr)
+        if metrics_path is not None:
+            ckpt.atomic_write_text(metrics_path, "")
     best_state = None if ckpt_dir is not None else {k: v.detach().clone() for k, v in model.state_dict().items()}
     net = distributed.wrap(model, device)
     if config.compile:
         net = torch.compile(net)
 
-    def save(name: str) -> None:  # called on every rank: the ranks' random states are gathered to rank 0
+    def save(improved: bool = False) -> None:  # on every rank: the ranks' random states are gathered to rank 0
         if ckpt_dir is None:
             return
         rng_states = distributed.gather_object(ckpt.rng_state(device)) if env.active else None
         if main:
-            ckpt.save_checkpoint(ckpt_dir, name, model, optimizer, loop, extra, rng_states)
+            ckpt.save_checkpoint(ckpt_dir, model, optimizer, loop, extra, rng_states, improved=improved)
+        distributed.barrier()  # no rank runs ahead (or exits, when stopping) while rank 0 is still writing
 
+    def poll(loss: torch.Tensor | None) -> tuple[bool, bool]:
+        """(a stop was requested, the loss is not finite) — agreed by every rank, so all act at the same step."""
+        flags = torch.tensor([float(stops.signum is not None), 0.0], device=device)
+        if loss is not None:
+            flags[1] = (~torch.isfinite(loss.detach())).float()
+        if env.active:
+            flags = distributed.all_reduce_sum(flags)
+        stop, bad = flags.tolist()
+        return stop > 0, bad > 0
+
+    def interrupted(epoch: int) -> Interrupted:
+        where = f"epoch {epoch + 1}, batch {loop['batch']}, step {loop['step']}"
+        if ckpt_dir is None:
+            return Interrupted(f"stopped by {stops.name or 'a signal'} at {where}; nothing saved (no run directory)",
+                               stops.signum or 15)
+        return Interrupted(f"stopped by {stops.name or 'a signal on another rank'} at {where}; checkpoint "
+                           f"{ckpt.step_name(loop['step'])} saved. Continue with: deepstrata fit --out {run_dir} "
+                           "--resume", stops.signum or 15)
+
+    interval = _poll_interval(device)
     show = main and not quiet and sys.stderr.isatty()
     stopped_early = bool(config.patience and loop["bad_epochs"] >= config.patience)
-    for epoch in range(loop["epoch"], config.epochs if not stopped_early else 0):
-        net.train()
-        epoch_start = time.perf_counter()
-        first_batch = loop["batch"]
-        # A mid-epoch checkpoint holds the partial sums of all ranks; rank 0 carries them on.
-        partial = loop.pop("partial", None)
-        if partial is None or not main:
-            partial = {"loss": 0.0, "correct": 0.0, "seen": 0}
-        sums = torch.tensor([partial["loss"], partial["correct"]], dtype=torch.float64, device=device)
-        seen = partial["seen"]
-        correct = None
-        bar = tqdm(
-            total=steps_per_epoch,
-            initial=first_batch,
-            desc=f"{description} epoch {epoch + 1}/{config.epochs}",
-            disable=not show,
-            leave=False,
-            dynamic_ncols=True,
-        )
-        for index, batch in enumerate(task.train_batches(epoch, config.batch_size, config.seed, first_batch), first_batch):
-            batch = move(batch, device)
-            lr = learning_rate(config, loop["step"], total_steps)
-            for group in optimizer.param_groups:
-                frozen = epoch >= group.get("until_epoch", math.inf)
-                group["lr"] = 0.0 if frozen else lr * group.get("lr_scale", 1.0)
-            with autocast(device, config.precision):
-                loss, correct = task.loss(net, batch)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if config.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            count = len(batch[-1])  # batches end with their targets
-            sums[0] += loss.detach() * count
-            if correct is not None:
-                sums[1] += correct
-            seen += count
-            loop["step"] += 1
-            if lookahead is not None:
-                lookahead.step(model, loop["step"], total_steps)
-            if show:
-                bar.update(1)
-                if index % 10 == 0 or index == steps_per_epoch - 1:
-                    rate = seen * env.world_size / max(time.perf_counter() - epoch_start, 1e-9)
-                    postfix = {"loss": f"{sums[0].item() / seen:.4f}", "samples/s": f"{rate:.0f}"}
-                    if correct is not None:
-                        postfix["acc"] = f"{sums[1].item() / seen:.4f}"
-                    bar.set_postfix(postfix)
-            if config.checkpoint_every and loop["step"] % config.checkpoint_every == 0 and index + 1 < steps_per_epoch:
-                synchronize(device)
-                loop.update(epoch=epoch, batch=index + 1, seconds=loop["seconds"] + time.perf_counter() - epoch_start)
-                so_far = distributed.all_reduce_sum(
-                    torch.cat([sums, torch.tensor([seen], dtype=torch.float64, device=device)])).tolist()
-                loop["partial"] = {"loss": so_far[0], "correct": so_far[1], "seen": int(so_far[2])}
-                epoch_start = time.perf_counter()
-                save("last")
-                del loop["partial"]
-        bar.close()
-        synchronize(device)  # queued GPU work belongs to this epoch's time
-        loop["seconds"] += time.perf_counter() - epoch_start
-        totals = distributed.all_reduce_sum(torch.cat([sums, torch.tensor([seen], dtype=torch.float64, device=device)]))
-        row = {"epoch": epoch + 1, "step": loop["step"], "train_loss": totals[0].item() / max(totals[2].item(), 1)}
-        if totals[2].item() and correct is not None:
-            row["train_accuracy"] = totals[1].item() / totals[2].item()
-        row.update(task.validate(model, device))
-        row["lr"] = learning_rate(config, loop["step"] - 1, total_steps)
-        row["seconds"] = round(loop["seconds"], 3)
-        history.append(row)
-        if metrics_path is not None:
-            with metrics_path.open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(row) + "\n")
-        # Ties on the metric (common on small validation splits) go to the lower validation loss.
-        # Without a validation split (val_fraction 0) every epoch "improves": the last one is kept.
-        improved = metric_key not in row or row[metric_key] > loop["best_metric"] or (
-            row[metric_key] == loop["best_metric"] and row.get("val_loss", math.inf) < loop.get("best_loss", math.inf)
-        )
-        if improved:
-            loop.update(best_metric=row.get(metric_key, -math.inf), best_loss=row.get("val_loss", math.inf),
-                        best_epoch=epoch + 1, bad_epochs=0)
-            if ckpt_dir is None:
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            elif main:
-                ckpt.save_weights(ckpt_dir / "best.safetensors", model, {"epoch": str(epoch + 1)})
-        else:
-            loop["bad_epochs"] += 1
-        loop.update(epoch=epoch + 1, batch=0)
-        save("last")
-        if main and not quiet:
-            extras = "  ".join(f"{k}={v:.4f}" for k, v in row.items() if k.startswith("val_"))
-            print(f"epoch {epoch + 1}/{config.epochs}  train_loss={row['train_loss']:.4f}  {extras}  "
-                  f"({row['seconds']:.1f}s)", file=sys.stderr)
-        if config.patience and loop["bad_epochs"] >= config.patience:
-            stopped_early = True
-            break
+    with StopRequests() as stops:
+        for epoch in range(loop["epoch"], config.epochs if not stopped_early else 0):
+            net.train()
+            epoch_start = time.perf_counter()
+            first_batch = loop["batch"]
+            # A mid-epoch checkpoint holds the partial sums of all ranks; rank 0 carries them on.
+            partial = loop.pop("partial", None)
+            if partial is None or not main:
+                partial = {"loss": 0.0, "correct": 0.0, "seen": 0}
+            sums = torch.tensor([partial["loss"], partial["correct"]], dtype=torch.float64, device=device)
+            seen = partial["seen"]
+            correct = None
+            stop = False
+            bar = tqdm(
+                total=steps_per_epoch,
+                initial=first_batch,
+                desc=f"{description} epoch {epoch + 1}/{config.epochs}",
+                disable=not show,
+                leave=False,
+                dynamic_ncols=True,
+            )
+            batches = task.train_batches(epoch, config.batch_size, config.seed, first_batch)
+            for index, batch in enumerate(batches, first_batch):
+                batch = move(batch, device)
+                lr = learning_rate(config, loop["step"], total_steps)
+                for group in optimizer.param_groups:
+                    frozen = epoch >= group.get("until_epoch", math.inf)
+                    group["lr"] = 0.0 if frozen else lr * group.get("lr_scale", 1.0)
+                with autocast(device, config.precision):
+                    loss, correct = task.loss(net, batch)
+                if loop["step"] % interval == 0 or index + 1 == steps_per_epoch:
+                    stop, bad = poll(loss)
+                    if bad:  # before the update: the weights in memory and on disk stay finite
+                        raise _diverged(epoch, loop["step"] + 1, config)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if config.grad_clip > 0:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                count = len(batch[-1])  # batches end with their targets
+                sums[0] += loss.detach() * count
+                if correct is not None:
+                    sums[1] += correct
+                seen += count
+                loop["step"] += 1
+                reached("step")
+                if lookahead is not None:
+                    lookahead.step(model, loop["step"], total_steps)
+                if show:
+                    bar.update(1)
+                    if index % 10 == 0 or index == steps_per_epoch - 1:
+                        rate = seen * env.world_size / max(time.perf_counter() - epoch_start, 1e-9)
+                        postfix = {"loss": f"{sums[0].item() / seen:.4f}", "samples/s": f"{rate:.0f}"}
+                        if correct is not None:
+                            postfix["acc"] = f"{sums[1].item() / seen:.4f}"
+                        bar.set_postfix(postfix)
+                due = config.checkpoint_every and loop["step"] % config.checkpoint_every == 0
+                if (due or stop) and index + 1 < steps_per_epoch:  # the epoch's end writes its own checkpoint
+                    synchronize(device)
+                    loop.update(epoch=epoch, batch=index + 1, seconds=loop["seconds"] + time.perf_counter() - epoch_start)
+                    so_far = distributed.all_reduce_sum(
+                        torch.cat([sums, torch.tensor([seen], dtype=torch.float64, device=device)])).tolist()
+                    loop["partial"] = {"loss": so_far[0], "correct": so_far[1], "seen": int(so_far[2])}
+                    epoch_start = time.perf_counter()
+                    save()
+                    del loop["partial"]
+                    if stop:
+                        bar.close()
+                        raise interrupted(epoch)
+            bar.close()
+            synchronize(device)  # queued GPU work belongs to this epoch's time
+            loop["seconds"] += time.perf_counter() - epoch_start
+            totals = distributed.all_reduce_sum(torch.cat([sums, torch.tensor([seen], dtype=torch.float64, device=device)]))
+            row = {"epoch": epoch + 1, "step": loop["step"], "train_loss": totals[0].item() / max(totals[2].item(), 1)}
+            if totals[2].item() and correct is not None:
+                row["train_accuracy"] = totals[1].item() / totals[2].item()
+            row.update(task.validate(model, device))
+            row["lr"] = learning_rate(config, loop["step"] - 1, total_steps)
+            row["seconds"] = round(loop["seconds"], 3)
+            history.append(row)
+            if metrics_path is not None:
+                ckpt.append_line(metrics_path, json_row(row))
+            reached("epoch:metrics")
+            # Ties on the metric (common on small validation splits) go to the lower validation loss.
+            # Without a validation split (val_fraction 0) every epoch "improves": the last one is kept.
+            # A non-finite validation metric never counts as better.
+            value = row.get(metric_key)
+            improved = metric_key not in row or (value is not None and math.isfinite(value) and (
+                value > loop["best_metric"] or (
+                    value == loop["best_metric"] and row.get("val_loss", math.inf) < loop.get("best_loss", math.inf))))
+            if improved:
+                loop.update(best_metric=row.get(metric_key, -math.inf), best_loss=row.get("val_loss", math.inf),
+                            best_epoch=epoch + 1, bad_epochs=0)
+                if ckpt_dir is None:
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                loop["bad_epochs"] += 1
+            loop.update(epoch=epoch + 1, batch=0)
+            save(improved)
+            if main and not quiet:
+                extras = "  ".join(f"{k}={v:.4f}" for k, v in row.items() if k.startswith("val_"))
+                print(f"epoch {epoch + 1}/{config.epochs}  train_loss={row['train_loss']:.4f}  {extras}  "
+                      f"({row['seconds']:.1f}s)", file=sys.stderr)
+            if stop or poll(None)[0]:  # a signal during the last step or validation: this checkpoint is the one
+                if epoch + 1 < config.epochs:
+                    raise interrupted(epoch)
+            if config.patience and loop["bad_epochs"] >= config.patience:
+                stopped_early = True
+                break
+
 
     distributed.barrier()
     if ckpt_dir is not None and (ckpt_dir / "best.safetensors").is_file():

@@ -327,16 +327,28 @@ def _one_per_class(labels: np.ndarray, count: int) -> list[int]:
     return (picked + rest)[:count]
 
 
-def features(run, x, layer: str = "stage2", *, data_dir: str | None = None, batch_size: int = 256) -> np.ndarray:
-    """Pooled features ``[N, D]`` of one named layer.
+def features(run, x, layer: str = "stage2", *, data_dir: str | None = None, batch_size: int = 256,
+             with_ids: bool = False):
+    """Pooled features ``[N, D]`` of one named layer (with ``with_ids``, also the id of each row).
 
     ``x``: for an image run a tensor of images or a data source (every image of it); for
-    a text run a list of texts, or a file of texts / a labelled source; for a
-    recommendation run user ids, or the run's own source for every user.
+    a text run a list of texts, or a file of texts (a ``str`` is always a file name); for a
+    recommendation run user ids, or the run's own source for every user. A recommender's
+    ``item_embedding`` is its item table: one row per item (``x`` item ids, or the run's
+    source for every item). Row ids are user or item ids for a recommender, else ``None``.
     """
+    from deepstrata.run import check_source
+
     model = run.model
     parse_layers(model, [layer])
-    mask, trim = None, False
+    if isinstance(x, (str, Path)) and run.task != inspect_data.RECOMMEND_TASK:
+        check_source(run, x, "features")
+    mask, trim, ids = None, False, None
+    if run.task == inspect_data.RECOMMEND_TASK and layer == "item_embedding":
+        from deepstrata.inspect.recommend import item_table
+
+        values, ids = item_table(run, x)
+        return (values, ids) if with_ids else values
     if run.task == inspect_data.IMAGE_TASK:
         from deepstrata.data.shards import is_shard_dir
 
@@ -354,10 +366,12 @@ def features(run, x, layer: str = "stage2", *, data_dir: str | None = None, batc
         x, mask = text_inputs(run, x)
         trim = True
     elif run.task == inspect_data.RECOMMEND_TASK:
-        from deepstrata.inspect.recommend import user_inputs
+        from deepstrata.inspect.recommend import user_ids, user_inputs
 
+        ids = user_ids(run, x)
         x, mask = user_inputs(run, x)
     else:
         raise RunError(f"{run.path}: features reads runs of tasks {', '.join(inspect_data.TASKS)}; "
                        f"this run is {run.task!r}")
-    return extract(model, x, [layer], mask=mask, trim=trim, batch_size=batch_size).pooled[layer]
+    values = extract(model, x, [layer], mask=mask, trim=trim, batch_size=batch_size).pooled[layer]
+    return (values, ids) if with_ids else values

@@ -183,6 +183,10 @@ def check_samples(samples: int) -> int:
 
 def load_sample(run, data: str | None, *, samples: int, seed: int, data_dir: str | None) -> InspectData:
     """The held-out sample for ``run``'s task (images, texts, or a recommender's users)."""
+    from deepstrata.run import check_source
+
+    if data is not None:
+        check_source(run, data, "inspect")
     if run.task == IMAGE_TASK:
         return load_image_sample(run, data, samples=samples, seed=seed, data_dir=data_dir)
     if run.task == TEXT_TASK:

@@ -9,6 +9,8 @@ initialisation, for contrast — and a 2-D map of the items coloured by populari
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -44,7 +46,7 @@ def user_inputs(run, x) -> tuple[torch.Tensor, torch.Tensor | None]:
     from deepstrata.tasks.recommendation import _served
 
     state = _served(run)
-    if x is None or (isinstance(x, str) and x == run.config.data.source):
+    if _is_own_source(run, x, state):
         users = np.arange(state.log.num_users)
     else:
         keys = [str(u) for u in ([x] if isinstance(x, (str, int)) else x)]
@@ -54,6 +56,49 @@ def user_inputs(run, x) -> tuple[torch.Tensor, torch.Tensor | None]:
                             "give user ids, or the run's own data source for every user")
         users = np.array([state.user_index[k] for k in keys], dtype=np.int64)
     return _model_inputs(run.model, [state.histories[u] for u in users], users)
+
+
+ITEM_TABLE = "item_embedding"
+"""The layer whose features are the item table: one row per item, not per user."""
+
+
+def _is_own_source(run, x, state) -> bool:
+    return x is None or (isinstance(x, (str, Path)) and str(x) in (run.config.data.source, state.log.source))
+
+
+def user_ids(run, x) -> list[str]:
+    """The user ids of the rows ``user_inputs`` gives for ``x``."""
+    from deepstrata.tasks.recommendation import _served
+
+    state = _served(run)
+    if _is_own_source(run, x, state):
+        return list(state.log.user_ids)
+    return [str(u) for u in ([x] if isinstance(x, (str, int)) else x)]
+
+
+def item_table(run, x=None) -> tuple[np.ndarray, list[str]]:
+    """The learned item vectors ``[items, D]`` (what ``similar`` ranks by) and the item id of each row.
+
+    ``x``: the run's own source (or ``None``) for every item, in the run's item order; else item ids.
+    """
+    from deepstrata import runfiles
+    from deepstrata.tasks.recommendation import _served
+
+    state = _served(run)
+    with torch.inference_mode():
+        vectors = run.model.item_features().float().cpu().numpy()
+    if len(vectors) != state.log.num_items:
+        raise runfiles.damaged(run.path / "vocab.json", f"{state.log.num_items} item ids for the model's "
+                                                        f"{len(vectors)} item vectors")
+    if _is_own_source(run, x, state):
+        return vectors, list(state.log.item_ids)
+    keys = [str(i) for i in ([x] if isinstance(x, (str, int)) else x)]
+    unknown = [k for k in keys if k not in state.item_index]
+    if unknown:
+        raise DataError(f"{run.path}: unknown item {unknown[0]!r} (the run knows {state.log.num_items} items, "
+                        f"e.g. {', '.join(state.log.item_ids[:3])}); give item ids, or the run's own data source "
+                        "for every item")
+    return vectors[[state.item_index[k] for k in keys]], keys
 
 
 def load_user_sample(run, data: str | None = None, *, samples: int = 2000, seed: int = 0) -> InspectData:

@@ -68,13 +68,22 @@ def load_text_sample(run, data: str | None = None, *, samples: int = 2000, seed:
 
 
 def text_inputs(run, x) -> tuple[torch.Tensor, torch.Tensor]:
-    """Padded ids ``[N, L]`` and mask of texts: a list of strings, or a file (``.txt`` lines, a table's texts)."""
+    """Padded ids ``[N, L]`` and mask of texts: a list of strings, or a file (``.txt`` lines, a table's texts).
+
+    A single ``str`` is a file name, never one text: a data source that is not found must
+    not become a one-text answer (a missing ``news.csv`` once gave 1 feature row, not 400).
+    """
     from pathlib import Path
 
     from deepstrata.data.tokenizer import pad_batch
+    from deepstrata.errors import DataError
     from deepstrata.tasks.text_classification import _as_texts, _run_tokenizer, read_input_texts
 
-    if isinstance(x, (str, Path)) and Path(x).exists():
+    if isinstance(x, (str, Path)):
+        if not Path(x).exists():
+            raise DataError(f"{x}: no such file or directory; features of a text run read a .txt (one text per "
+                            "line), a table of texts or a folder of class sub-folders (in Python, texts themselves "
+                            "go in a list)")
         texts = read_input_texts(x, run)
     else:
         texts = _as_texts(x)

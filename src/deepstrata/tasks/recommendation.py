@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ from deepstrata.errors import ConfigError, DataError, RunError
 from deepstrata.models.recsys import MatrixFactorization, SASRec
 from deepstrata.models.registry import RECOMMEND_MODELS, build_model
 from deepstrata.recsys_metrics import METRIC_NAMES, ScoreFn, evaluate_scorer
+from deepstrata.rundir import guarded
 
 TASK = "recommendation"
 PRIMARY = "ndcg@10"
@@ -337,9 +337,11 @@ def _data_section(split: RecSplit, log: InteractionLog) -> str:
 
 
 def _train_and_score(net: nn.Module, name: str, split: RecSplit, cfg: RunConfig, run_dir: Path, *,
-                     resume: bool, quiet: bool) -> tuple[dict, object]:
+                     resume: bool, quiet: bool, after_training=None) -> tuple[dict, object]:
     task = make_task(name, split, cfg.recommend)
     result = train(net, task, cfg.train, run_dir, resume=resume, quiet=quiet, description=name)
+    if after_training is not None:
+        after_training()
     device = resolve_device(cfg.train.device)
     started = time.perf_counter()
     test = evaluate_scorer(model_scorer(net, device), split.test, split.num_items)
@@ -373,12 +375,14 @@ def _comparison(cfg: RunConfig, log: InteractionLog, split: RecSplit, rows: list
             "primary_metric": PRIMARY, "rows": rows, **extra}
 
 
+@guarded  # a fit that raises leaves its run directory marked and unlocked (see deepstrata.rundir)
 def fit_recommender(data=None, model: str | None = None, *, config: RunConfig | str | Path | None = None,
                     out: str | Path | None = None, resume: bool = False, overwrite: bool = False,
                     quiet: bool = False, **overrides):
     """Train a recommender on a raw interaction log and compare it with baselines; returns the ``Run``."""
     from deepstrata.report import format_comparison_table, write_report
     from deepstrata.run import Run, default_run_dir, prepare_run_dir, provenance, write_model_info
+    from deepstrata.rundir import check_resumable, finish_run, kept_baseline_rows, resume_point
 
     if resume and out is None:
         raise RunError("--resume needs --out RUN (the run directory to continue)")
@@ -390,9 +394,16 @@ def fit_recommender(data=None, model: str | None = None, *, config: RunConfig | 
     log = _read(cfg.data.source, rc)
     split = _split(log, rc)
     run_dir = prepare_run_dir(Path(out) if out is not None else default_run_dir(cfg.data.source, name),
-                              resume=resume, overwrite=overwrite)
-    ckpt.atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
-    _write_log(run_dir, log)
+                              resume=resume, overwrite=overwrite, data=(cfg.data.source,), quiet=quiet)
+    resuming = resume_point(run_dir, resume, quiet)
+    device = resolve_device(cfg.train.device)
+
+    def write_records(info: dict) -> None:
+        ckpt.atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+        _write_log(run_dir, log)
+        write_model_info(run_dir, info)
+        ckpt.atomic_write_json(run_dir / "provenance.json", provenance(device, cfg.train.seed))
+
     counts = split.describe()
     _say(quiet, f"data: {log.source} — {log.num_users} users, {log.num_items} items, {len(log)} interactions; "
                 f"{split.method} split: train {counts['train']} events, val {counts['val']} users, "
@@ -405,13 +416,19 @@ def fit_recommender(data=None, model: str | None = None, *, config: RunConfig | 
 
     torch.manual_seed(cfg.train.seed)
     net = build_recommender(name, log.num_users, log.num_items, rc)
-    write_model_info(run_dir, _model_info(net, log, split))
-    device = resolve_device(cfg.train.device)
-    ckpt.atomic_write_json(run_dir / "provenance.json", provenance(device, cfg.train.seed))
+    info = _model_info(net, log, split)
+    if resuming:  # a resume rewrites its records only once its training has run
+        check_resumable(run_dir, info)
+    else:
+        write_records(info)
     _say(quiet, f"model: {name} ({sum(p.numel() for p in net.parameters()):,} parameters; layers "
                 f"{', '.join(net.layer_names)}) on {device}")
-    row, _ = _train_and_score(net, name, split, cfg, run_dir, resume=resume, quiet=quiet)
+    row, _ = _train_and_score(net, name, split, cfg, run_dir, resume=resuming, quiet=quiet,
+                              after_training=(lambda: write_records(info)) if resuming else None)
     rows = [row]
+    if not cfg.baselines and resume:
+        same = _comparison(cfg, log, split, [])
+        rows += kept_baseline_rows(run_dir, same["data"], same["split"], quiet)
     if cfg.baselines:
         _say(quiet, "baselines: most-popular, item-kNN (cosine co-occurrence)")
         rows += baseline_rows(split, rc.knn_neighbours, quiet)
@@ -422,6 +439,7 @@ def fit_recommender(data=None, model: str | None = None, *, config: RunConfig | 
         print(format_comparison_table(comparison))
         print(f"run directory: {run_dir}")
         print(f"report: {report}")
+    finish_run(run_dir)
     return Run(run_dir, device=str(device))
 
 
@@ -442,9 +460,16 @@ class _Served:
 def _served(run) -> _Served:
     state = getattr(run, "_recommend_state", None)
     if state is None:
-        if run.task != TASK:
-            raise RunError(f"{run.path}: a {run.task} run; recommend, similar and update need a recommendation run")
+        run.require(TASK, verb="recommend, similar and update",
+                    expects="a recommendation run (fit --task recommend on an interaction log)")
         log = load_log(run.path / LOG_FILE, run.path / VOCAB_FILE)
+        spec = run.info["spec"]
+        for key, count in (("num_items", log.num_items), ("num_users", log.num_users)):
+            if isinstance(spec.get(key), int) and spec[key] != count:
+                from deepstrata.runfiles import damaged
+
+                raise damaged(run.path / VOCAB_FILE, f"{count} {key[4:]}, but the run's model was built for "
+                                                     f"{spec[key]}")
         order = np.lexsort((np.arange(len(log)), log.times, log.users))
         bounds = np.searchsorted(log.users[order], np.arange(log.num_users + 1))
         items = log.items[order]
@@ -526,14 +551,10 @@ def similar(run, item, k: int = 10) -> dict:
 
 
 def _load_trained(run) -> nn.Module:
-    model = build_model(run.info["spec"])
-    weights = run.path / "checkpoints" / "best.safetensors"
-    if not weights.is_file():
-        raise RunError(f"{run.path}: no trained weights (checkpoints/best.safetensors not found)")
-    ckpt.load_weights(weights, model)
-    return model
+    return run.load_model()
 
 
+@guarded  # an update that raises leaves both directories unlocked, the run as it was (see deepstrata.rundir)
 def update_run(run, data, *, out: str | Path | None = None, epochs: int | None = None, quiet: bool = True):
     """Continue training a run on new interactions, new users and items included.
 
@@ -542,10 +563,12 @@ def update_run(run, data, *, out: str | Path | None = None, epochs: int | None =
     model continues from its weights for ``recommend.update_epochs`` epochs. The test
     metrics of the model before and after, and the seconds taken, are recorded in
     ``comparison.json`` under ``update`` and appended to ``model.json``'s ``updates``.
-    Without ``out`` the run directory is replaced only once the update has finished.
+    Without ``out`` the run directory is replaced only once the update has finished (locked
+    meanwhile; files in it that deepstrata did not write move to the updated run).
     """
     from deepstrata.report import write_report
     from deepstrata.run import Run, prepare_run_dir, provenance, write_model_info
+    from deepstrata.rundir import carry_over, finish_run, lock_run, release, remove_run
 
     state = _served(run)
     cfg = run.config
@@ -558,14 +581,19 @@ def update_run(run, data, *, out: str | Path | None = None, epochs: int | None =
     log, stats = merge_logs(state.log, raw)
     split = _split(log, rc)
     net = _load_trained(run)
-    net.grow(log.num_users, log.num_items)
+    # New users' and items' rows start random: drawn from the run's seed (without touching the
+    # caller's random state), so identical updates report identical "before" metrics.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.train.seed)
+        net.grow(log.num_users, log.num_items)
     device = resolve_device(cfg.train.device)
     net.to(device)
     before = _metrics_only(evaluate_scorer(model_scorer(net, device), split.test, split.num_items))
     target = Path(out) if out is not None else run.path.with_name(f".{run.path.name}.update")
-    if out is None and target.exists():
-        shutil.rmtree(target)
-    target = prepare_run_dir(target, resume=False, overwrite=False)
+    if out is None:
+        lock_run(run.path, quiet)  # no fit or other update may change the run meanwhile
+        remove_run(target)  # the staging copy of an update that was killed (refused if it is not a run)
+    target = prepare_run_dir(target, resume=False, overwrite=False, data=(str(data), str(run.path)), quiet=quiet)
     train_cfg = dataclasses.replace(cfg.train, epochs=epochs or rc.update_epochs)
     cfg_used = dataclasses.replace(cfg, train=train_cfg)
     ckpt.atomic_write_text(target / "config.yaml", dump_config(cfg))
@@ -587,14 +615,16 @@ def update_run(run, data, *, out: str | Path | None = None, epochs: int | None =
     write_model_info(target, _model_info(net, log, split, {"updates": updates}))
     write_report(target, extra_sections=[("Interactions and split", _data_section(split, log)),
                                          ("Update", _update_section(record))])
+    finish_run(target)
     final = target
     if out is None:
         retired = run.path.with_name(f".{run.path.name}.old")
-        if retired.exists():
-            shutil.rmtree(retired)
+        remove_run(retired)
+        carry_over(run.path, target)
         run.path.rename(retired)
         target.rename(run.path)
-        shutil.rmtree(retired)
+        remove_run(retired)
+        release(run.path)
         final = run.path
     return Run(final, device=str(run.device)), record
 

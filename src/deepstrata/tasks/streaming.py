@@ -48,6 +48,7 @@ from deepstrata.data.shards import Shard, ShardSet, SplitShards, open_shards
 from deepstrata.engine import distributed
 from deepstrata.engine.loop import batch_generator
 from deepstrata.errors import ConfigError, DataError
+from deepstrata.rundir import guarded
 from deepstrata.tasks.image_classification import ImageClassificationTask, flip_mode, predict_logits, to_float
 
 DEFAULT_BUFFER_EXAMPLES = 16_384
@@ -279,6 +280,7 @@ def _say(quiet: bool, message: str) -> None:
         print(message, file=sys.stderr)
 
 
+@guarded  # a fit that raises leaves its run directory marked and unlocked (see deepstrata.rundir)
 def fit_shards(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = False, quiet: bool = False,
                buffer_size: int | None = None):
     """``fit`` for a shard directory (``cfg.data.source``): same run directory, metrics and report.
@@ -296,6 +298,7 @@ def fit_shards(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = Fa
     from deepstrata.engine.loop import train
     from deepstrata.models.registry import build_image_model
     from deepstrata.run import prepare_run_dir, write_run_records
+    from deepstrata.rundir import check_resumable, kept_baseline_rows, resume_point
 
     for key in ("format", "image_size"):
         if getattr(cfg.data, key) is not None:
@@ -317,8 +320,10 @@ def fit_shards(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = Fa
     main = env.is_main
     counts = {name: shards.splits[name].count for name in ("train", "val", "test")}
     if main:
-        run_dir = prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
+        run_dir = prepare_run_dir(run_dir, resume=resume, overwrite=overwrite, data=(cfg.data.source,),
+                                  quiet=quiet)
     distributed.barrier()
+    resuming = resume_point(run_dir, resume, quiet or not main)
     cfg = dataclasses.replace(cfg, train=resolved_train(cfg.train, counts["train"]))
     device = distributed.device_for_rank(resolve_device(cfg.train.device))
     in_shape = tuple(shards.image_shape)
@@ -343,30 +348,42 @@ def fit_shards(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = Fa
         used = task.num_batches(global_batch) * global_batch
         streaming += (f", {env.world_size} ranks reading whole shards: {used:,} of {counts['train']:,} train examples "
                       "per epoch (a different remainder each epoch)")
-    if main:
+    model_info = {
+        "task": "image-classification",
+        "spec": net.spec,
+        "classes": shards.classes,
+        "layers": net.layer_names,
+        "feature_dim": net.feature_dim,
+        "params": params,
+        "data": {"source": cfg.data.source, "format": "shards", "notes": shards.notes + [streaming],
+                 "input_shape": list(in_shape), "augmentation": task.describe_augmentation()},
+    }
+
+    def write_records() -> None:
         ckpt.atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
-        write_run_records(run_dir, {
-            "task": "image-classification",
-            "spec": net.spec,
-            "classes": shards.classes,
-            "layers": net.layer_names,
-            "feature_dim": net.feature_dim,
-            "params": params,
-            "data": {"source": cfg.data.source, "format": "shards", "notes": shards.notes + [streaming],
-                     "input_shape": list(in_shape), "augmentation": task.describe_augmentation()},
-        }, device, cfg.train.seed, env.world_size)
+        write_run_records(run_dir, model_info, device, cfg.train.seed, env.world_size)
+
+    if resuming:  # a resume rewrites its records only once its training has run
+        check_resumable(run_dir, model_info)
+    elif main:
+        write_records()
     _say(quiet, f"model: {cfg.model.name} ({params:,} parameters) on {device}; {streaming}; "
                 f"augmentation: {task.describe_augmentation()}")
 
-    result = train(net, task, cfg.train, run_dir, resume=resume, quiet=quiet,
+    result = train(net, task, cfg.train, run_dir, resume=resuming, quiet=quiet,
                    description=cfg.model.name)
     if not main:
         distributed.teardown()
         return None
+    if resuming:
+        write_records()
     predicted, truth, _ = task.predictions(net, device, "test")
     from deepstrata.api import learned_row
 
     rows = [learned_row(run_dir, cfg.model.name, shards.classes, truth, predicted, result, net, data=streaming)]
+    split = {**counts, "test_is_official": shards.test_is_official, "seed": shards.seed}
+    if not cfg.baselines and resume:
+        rows += kept_baseline_rows(run_dir, cfg.data.source, split, quiet)
     if cfg.baselines:
         if shards.nbytes("test") > BASELINE_MAX_TEST_BYTES:
             _say(quiet, f"baselines: skipped — the test split ({shards.nbytes('test') / 1e6:.0f} MB of pixels) is "
@@ -386,5 +403,4 @@ def fit_shards(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = Fa
                 rows.append(row)
     from deepstrata.api import finish_image_run
 
-    split = {**counts, "test_is_official": shards.test_is_official, "seed": shards.seed}
     return finish_image_run(run_dir, cfg.data.source, split, rows, device, quiet=quiet)

@@ -47,6 +47,7 @@ from deepstrata.engine.devices import autocast, resolve_device
 from deepstrata.engine.loop import batch_generator, train
 from deepstrata.errors import ConfigError, DataError, RunError
 from deepstrata.models.registry import TEXT_MODELS
+from deepstrata.rundir import guarded
 
 TASK = "text-classification"
 TOKENIZER_FILE = "tokenizer.json"
@@ -397,7 +398,7 @@ def _make_tokenizer(cfg: RunConfig, texts: list[str], run_dir: Path, resume: boo
             import tokenizers
 
             tokenizer = TextTokenizer(tokenizers.Tokenizer.from_str(shared), cfg.text.max_length, "bpe")
-    if main:
+    if main and not (resume and saved.is_file()):  # a resume keeps the run's file as it is
         tokenizer.save(saved)
     return tokenizer, time.perf_counter() - start
 
@@ -417,6 +418,7 @@ def _build_model(cfg: RunConfig, vocab_size: int, num_classes: int, pad_id: int)
                                  dropout=t.dropout, pad_id=pad_id)
 
 
+@guarded  # a fit that raises leaves its run directory marked and unlocked (see deepstrata.rundir)
 def fit_text(data, model: str | None = None, *, config: RunConfig | str | Path | None = None,
              out: str | Path | None = None, resume: bool = False, overwrite: bool = False, quiet: bool = False,
              **overrides):
@@ -434,6 +436,7 @@ def fit_text(data, model: str | None = None, *, config: RunConfig | str | Path |
     from deepstrata.metrics import classification_metrics, confusion_matrix
     from deepstrata.report import format_comparison_table, write_report
     from deepstrata.run import Run, default_run_dir, prepare_run_dir, write_run_records
+    from deepstrata.rundir import check_resumable, finish_run, kept_baseline_rows, resume_point
 
     if resume and out is None:
         raise RunError("--resume needs --out RUN (the run directory to continue)")
@@ -458,10 +461,12 @@ def fit_text(data, model: str | None = None, *, config: RunConfig | str | Path |
         raise batch_size_error(global_batch, env.world_size)
     run_dir = Path(out) if out is not None else default_run_dir(cfg.data.source, cfg.model.name)
     if env.is_main:
-        run_dir = prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
+        run_dir = prepare_run_dir(run_dir, resume=resume, overwrite=overwrite,
+                                  data=(dataset.source, cfg.data.source), quiet=quiet)
     distributed.barrier()
+    resuming = resume_point(run_dir, resume, quiet)
     device = distributed.device_for_rank(resolve_device(cfg.train.device))
-    if env.is_main:
+    if env.is_main and not resuming:  # a resume rewrites its records only once its training has run
         ckpt.atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
     num_classes = len(splits.classes)
     columns = (f"text column {cfg.text.text_column!r}, label column {cfg.text.label_column!r}"
@@ -473,7 +478,7 @@ def fit_text(data, model: str | None = None, *, config: RunConfig | str | Path |
     for note in dataset.notes:
         _say(quiet, f"note: {note}")
 
-    tokenizer, tokenizer_seconds = _make_tokenizer(cfg, splits.train_texts, run_dir, resume)
+    tokenizer, tokenizer_seconds = _make_tokenizer(cfg, splits.train_texts, run_dir, resuming)
     encoded = {name: tokenizer.encode(texts) for name, texts in
                (("train", splits.train_texts), ("val", splits.val_texts), ("test", splits.test_texts))}
     truncated = {name: enc.truncated for name, enc in encoded.items()}
@@ -510,20 +515,26 @@ def fit_text(data, model: str | None = None, *, config: RunConfig | str | Path |
         "label_column": cfg.text.label_column, "encoding": cfg.text.encoding, "truncated": truncated,
         "mean_tokens": mean_tokens, "frozen_encoder": frozen,
     }
-    if env.is_main:
-        write_run_records(run_dir, {
-            "task": TASK, "spec": net.spec, "classes": splits.classes, "layers": net.layer_names,
-            "feature_dim": net.feature_dim, "params": params, "trained_params": trained,
-            "data": {"source": dataset.source, "format": dataset.format, "notes": dataset.notes},
-            "text": text_info,
-        }, device, cfg.train.seed, env.world_size)
+    model_info = {
+        "task": TASK, "spec": net.spec, "classes": splits.classes, "layers": net.layer_names,
+        "feature_dim": net.feature_dim, "params": params, "trained_params": trained,
+        "data": {"source": dataset.source, "format": dataset.format, "notes": dataset.notes},
+        "text": text_info,
+    }
+    if resuming:
+        check_resumable(run_dir, model_info)
+    elif env.is_main:
+        write_run_records(run_dir, model_info, device, cfg.train.seed, env.world_size)
     _say(quiet, f"model: {cfg.model.name} ({params:,} parameters, {trained:,} trained; layers "
                 f"{', '.join(net.layer_names)}) on {device}")
 
-    result = train(net, task, cfg.train, run_dir, resume=resume, quiet=quiet, description=cfg.model.name)
+    result = train(net, task, cfg.train, run_dir, resume=resuming, quiet=quiet, description=cfg.model.name)
     if not env.is_main:
         distributed.teardown()
         return None
+    if resuming:
+        ckpt.atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+        write_run_records(run_dir, model_info, device, cfg.train.seed, env.world_size)
     t0 = time.perf_counter()
     logits = predict_logits(net, encoded["test"].ids, device, cfg.train.eval_batch_size, cfg.train.precision)
     predict_seconds = time.perf_counter() - t0
@@ -556,18 +567,23 @@ def fit_text(data, model: str | None = None, *, config: RunConfig | str | Path |
     ckpt.atomic_write_json(run_dir / "confusion.json", {
         "classes": splits.classes, "matrix": confusion_matrix(splits.test_y, predicted, num_classes).tolist(),
     })
+    split = {"train": len(splits.train_y), "val": len(splits.val_y), "test": len(splits.test_y),
+             "test_is_official": splits.test_is_official, "seed": cfg.train.seed}
+    if not cfg.baselines and resume:
+        rows += kept_baseline_rows(run_dir, cfg.data.source, split, quiet)
     if cfg.baselines:
         _say(quiet, "baseline: TF-IDF word 1-2 grams (sublinear tf) → logistic regression, C chosen on val")
         rows.append(run_text_baseline(splits.train_texts, splits.train_y, splits.val_texts, splits.val_y,
                                       splits.test_texts, splits.test_y, num_classes, seed=cfg.train.seed,
                                       progress=None if quiet else (lambda m: _say(False, m))).row())
+    skipped = _minilm_baseline(rows, splits, cfg, device, quiet) if cfg.baselines else []
     comparison = {
         "task": TASK,
         "data": cfg.data.source,
-        "split": {"train": len(splits.train_y), "val": len(splits.val_y), "test": len(splits.test_y),
-                  "test_is_official": splits.test_is_official, "seed": cfg.train.seed},
+        "split": split,
         "primary_metric": "accuracy",
         "rows": rows,
+        **({"skipped": skipped} if skipped else {}),
     }
     ckpt.atomic_write_json(run_dir / "comparison.json", comparison)
     report = write_report(run_dir, extra_sections=[("Text data and tokenizer", _report_html(dataset, splits,
@@ -576,8 +592,28 @@ def fit_text(data, model: str | None = None, *, config: RunConfig | str | Path |
         print(format_comparison_table(comparison))
         print(f"run directory: {run_dir}")
         print(f"report: {report}")
+    finish_run(run_dir)
     distributed.teardown()
     return Run(run_dir, device=str(device))
+
+
+def _minilm_baseline(rows: list[dict], splits: TextSplits, cfg: RunConfig, device: torch.device,
+                     quiet: bool) -> list[dict]:
+    """Append the frozen-MiniLM baseline row, or return why it was not run (``comparison.json``'s ``skipped``)."""
+    from deepstrata.baselines.text_features import MINILM_NAME, minilm_skip_reason, run_minilm_baseline
+
+    texts = len(splits.train_texts) + len(splits.val_texts) + len(splits.test_texts)
+    reason = minilm_skip_reason(cfg.model.name, texts, device.type, cfg.text.pretrained_path)
+    if reason is not None:
+        _say(quiet, f"baseline {MINILM_NAME} skipped: {reason}")
+        return [{"name": MINILM_NAME, "reason": reason}]
+    _say(quiet, "baseline: frozen all-MiniLM-L6-v2 sentence vectors → logistic regression")
+    rows.append(run_minilm_baseline(splits.train_texts, splits.train_y, splits.val_texts, splits.val_y,
+                                    splits.test_texts, splits.test_y, len(splits.classes),
+                                    max_length=cfg.text.max_length, device=device, precision=cfg.train.precision,
+                                    seed=cfg.train.seed, pretrained_path=cfg.text.pretrained_path,
+                                    progress=None if quiet else (lambda m: _say(False, m))).row())
+    return []
 
 
 def _report_html(dataset: TextDataset, splits: TextSplits, info: dict, row: dict) -> str:
@@ -692,7 +728,19 @@ def _run_tokenizer(run) -> TextTokenizer:
     info = run.info.get("text") or {}
     if "tokenizer" not in info:
         raise RunError(f"{run.path}: model.json has no text section; not a text run")
-    return TextTokenizer.from_file(run.path / info["tokenizer"], info["max_length"], info.get("tokenizer_kind", "bpe"))
+    from deepstrata import runfiles
+
+    path = run.path / info["tokenizer"]
+    runfiles.read_json(path)  # syntax and type first, so a damaged file is named as one
+    try:
+        tokenizer = TextTokenizer.from_file(path, info["max_length"], info.get("tokenizer_kind", "bpe"))
+    except RunError as err:
+        raise runfiles.rewrap(err, path) from None
+    expected = info.get("vocab_size")
+    if isinstance(expected, int) and tokenizer.vocab_size != expected:
+        raise runfiles.damaged(path, f"{tokenizer.vocab_size:,} tokens, but the run's model was trained with "
+                                     f"{expected:,}")
+    return tokenizer
 
 
 def _as_texts(texts) -> list[str]:
@@ -748,22 +796,41 @@ def embed_texts(run, texts, per_token: bool = False) -> np.ndarray | TokenFeatur
 
 
 def read_input_texts(source: str | Path, run=None, text_column: str | None = None) -> list[str]:
-    """Texts to predict or embed: lines of a ``.txt``, or a table's text column (by default the run's)."""
-    encoding = run.config.text.encoding if run is not None else "utf-8"
-    saved = run.config.text.text_column if run is not None else None
-    if text_column is None and saved and not str(source).lower().endswith(".txt"):
-        try:
-            return read_texts(source, text_column=saved, encoding=encoding)
-        except DataError:
-            pass  # the file names its text column differently: guess it below, or say why not
-    return read_texts(source, text_column=text_column, encoding=encoding)
+    """Texts to predict or embed: lines of a ``.txt``, a table's text column, or every text of a class folder.
+
+    A table is read by ``text_column``, else by the column the run was trained on (its
+    ``model.json``); a file without that column is refused, naming the column and the
+    columns found, rather than answered from another column that happens to look like text.
+    A folder (or archive) of class sub-folders gives its texts in order: training, then test.
+    """
+    from deepstrata.data.text import _joined, _text_columns, detect_text_format, read_table
+
+    info = (run.info.get("text") or {}) if run is not None else {}
+    encoding = info.get("encoding") or "utf-8"
+    path = Path(source).expanduser()
+    if path.is_dir() or (path.is_file() and detect_text_format(path) == "folder"):
+        dataset = load_text(path, format="folder", encoding=encoding)
+        return list(dataset.texts) + list(dataset.test_texts or [])
+    saved = info.get("text_column")
+    if text_column is not None or not saved or not path.is_file() or path.name.lower().endswith(".txt"):
+        return read_texts(source, text_column=text_column, encoding=encoding)
+    table = read_table(path, detect_text_format(path), encoding=encoding)
+    try:
+        columns = _text_columns(table, saved, None)
+    except DataError:
+        raise DataError(f"{path}: no column {saved!r}, the text column this run was trained on (columns found: "
+                        f"{', '.join(map(str, table.columns)) or 'none'})",
+                        hint="name the column to read with --text-column") from None
+    return [_joined(table, columns, row) for row in range(len(table.rows))]
 
 
 def evaluate_text(run, data: str | None = None) -> dict:
     """Accuracy and macro-F1 on the run's own test split, or on another labelled source.
 
     Another source is scored on its official test split if it has one, else on every
-    example; its classes are matched to the run's by name.
+    example; its classes are matched to the run's by name. A table is read by the run's
+    text and label columns when it has them; otherwise the columns are guessed, and the
+    answer's ``split`` says which were used.
     """
     from deepstrata.metrics import classification_metrics, confusion_matrix
 
@@ -771,8 +838,20 @@ def evaluate_text(run, data: str | None = None) -> dict:
     source = data or cfg.data.source
     same = source == cfg.data.source
     t = cfg.text
-    dataset = load_text(source, format=t.format if same else None, text_column=t.text_column if same else None,
-                        label_column=t.label_column if same else None, encoding=t.encoding)
+    columns = ""
+    if same:
+        dataset = load_text(source, format=t.format, text_column=t.text_column, label_column=t.label_column,
+                            encoding=t.encoding)
+    else:
+        try:
+            dataset = load_text(source, text_column=t.text_column, label_column=t.label_column, encoding=t.encoding)
+        except DataError:
+            if t.text_column is None and t.label_column is None:
+                raise
+            dataset = load_text(source, encoding=t.encoding)
+        if dataset.text_column and (dataset.text_column, dataset.label_column) != (t.text_column, t.label_column):
+            columns = (f"; texts from column {dataset.text_column!r}, labels from {dataset.label_column!r} (guessed: "
+                       f"the run read {t.text_column!r} and {t.label_column!r})")
     if same:
         splits = split_text(dataset, seed=cfg.train.seed, val_fraction=cfg.data.val_fraction,
                             test_fraction=cfg.data.test_fraction)
@@ -790,7 +869,7 @@ def evaluate_text(run, data: str | None = None) -> dict:
     predicted = predict_logits(run.model, ids, run.device).argmax(1).numpy()
     num_classes = len(run.classes)
     return {
-        "data": source, "split": which, "examples": int(len(truth)),
+        "data": source, "split": which + columns, "examples": int(len(truth)),
         "metrics": classification_metrics(truth, predicted, num_classes),
         "confusion": confusion_matrix(truth, predicted, num_classes).tolist(),
     }
