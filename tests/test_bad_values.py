@@ -228,6 +228,14 @@ def test_a_flag_of_another_task_is_named_as_a_flag(args, line, tmp_path, capsys)
     assert code == 2 and lines[0].startswith(f"deepstrata: error: {line}") and len(lines) == 1, lines
 
 
+def test_a_config_files_task_decides_which_flags_apply(tmp_path, capsys):
+    (tmp_path / "t.csv").write_text("text,label\na,x\nb,y\n")
+    path = tmp_path / "run.yaml"
+    path.write_text(f"task: text-classification\ndata: {{source: {tmp_path / 't.csv'}}}\n")
+    code, lines = run_main(["fit", "--config", str(path), "--image-size", "8", "--quiet"], capsys)
+    assert code == 2 and lines == ["deepstrata: error: --image-size applies to image data, not to text"]
+
+
 def test_a_hint_naming_an_option_the_verb_lacks_is_left_out():
     parser = build_parser()
     err = DataError("new.csv: no user column found (columns: a, b)", hint="name it with --user-column")

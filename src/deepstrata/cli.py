@@ -153,15 +153,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fit_task(args: argparse.Namespace) -> str:
-    """image, text or recommend: what ``api.fit`` will make of these arguments (a config file's task counts)."""
-    from deepstrata.api import detect_task
+    """image, text or recommend: what ``api.fit`` will make of these arguments (as it decides it)."""
+    from deepstrata.api import detect_task, task_of_config
     from deepstrata.config import load_config
 
     task = args.task
-    saved = Path(args.out) / "config.yaml" if args.resume and args.out and args.data is None else None
-    for path in (saved, args.config):
-        if task is None and path is not None and Path(path).is_file():
-            task = {"text-classification": "text", "recommendation": "recommend"}.get(load_config(path).task)
+    saved = Path(args.out) / "config.yaml" if args.resume and args.out else None
+    if task is None and args.data is None and saved is not None and saved.is_file():
+        task = {"text-classification": "text", "recommendation": "recommend"}.get(load_config(saved).task, "image")
+    if task is None and args.config is not None:
+        task = task_of_config(args.config)
     return detect_task(args.data, args.model, task)
 
 

@@ -172,3 +172,49 @@ def test_early_stopping_stops_and_keeps_best(tmp_path):
     cfg = TrainConfig(epochs=10, batch_size=32, device="cpu", patience=2)
     result = train(model, Flat(), cfg, tmp_path, quiet=True)
     assert result.stopped_early and result.epochs_run == 3 and result.best_epoch == 1
+
+
+class PoisonedTask:
+    """Wraps a task; from training step ``at`` on (counted from 1) the loss is NaN, or its validation is."""
+
+    def __init__(self, task, at=None, val_nan=False):
+        self.task, self.at, self.val_nan, self.primary_metric, self.steps = task, at, val_nan, task.primary_metric, 0
+
+    def num_batches(self, batch_size):
+        return self.task.num_batches(batch_size)
+
+    def train_batches(self, epoch, batch_size, seed, start=0):
+        return self.task.train_batches(epoch, batch_size, seed, start)
+
+    def loss(self, model, batch):
+        self.steps += 1
+        loss, correct = self.task.loss(model, batch)
+        return (loss * float("nan") if self.at is not None and self.steps >= self.at else loss), correct
+
+    def validate(self, model, device):
+        row = self.task.validate(model, device)
+        return {**row, "val_loss": float("inf"), "val_accuracy": float("nan")} if self.val_nan else row
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    from deepstrata.errors import TrainingError
+
+    model, task = make()
+    cfg = TrainConfig(epochs=3, batch_size=32, device="cpu", seed=0, lr=3e-3)
+    with pytest.raises(TrainingError, match=r"epoch 2, step 11: loss is not finite.*lr 0.003"):
+        train(model, PoisonedTask(task, at=11), cfg, tmp_path, quiet=True)
+    assert ckpt.latest_state(tmp_path / "checkpoints")["step"] == 8  # the end of epoch 1
+    for name in ("latest/weights.safetensors", "best.safetensors"):
+        from safetensors.torch import load_file
+
+        assert all(torch.isfinite(v.float()).all() for v in load_file(str(checkpoint_file(tmp_path, name))).values())
+    assert all(torch.isfinite(v.float()).all() for v in model.state_dict().values()), "stopped before the update"
+
+
+def test_metrics_jsonl_never_holds_nan_or_infinity(tmp_path):
+    model, task = make()
+    train(model, PoisonedTask(task, val_nan=True), CFG, tmp_path, quiet=True)
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 3 and not any(word in line for line in lines for word in ("NaN", "Infinity"))
+    rows = [json.loads(line) for line in lines]
+    assert rows[0]["val_loss"] is None and rows[0]["val_accuracy"] is None and rows[0]["train_loss"] > 0
