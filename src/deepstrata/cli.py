@@ -108,7 +108,8 @@ def _add_run_verbs(sub: argparse._SubParsersAction) -> None:
                        description="Print the predicted label and its probability for each image file, "
                        "or for each text of a text run.")
     p.add_argument("run", metavar="RUN", help="run directory")
-    p.add_argument("paths", metavar="PATH", nargs="*", help="image files or folders of images; texts for a text run")
+    p.add_argument("paths", metavar="PATH", nargs="*", default=[],
+                   help="image files or folders of images; texts for a text run")
     cli_text.add_predict_arguments(p)
     p.add_argument("--json", action="store_true", help="print a JSON list of {path, label, probability}")
 

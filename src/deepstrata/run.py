@@ -165,8 +165,8 @@ class Run:
         info_path = self.path / MODEL_FILE
         try:
             model = build_model(self.info["spec"])
-        except RunError as err:
-            raise runfiles.rewrap(err, info_path) from None
+        except RunError as err:  # the registry's "model.json: unknown model family ..."
+            raise runfiles.damaged(info_path, str(err).removeprefix(f"{MODEL_FILE}: ")) from None
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
             raise runfiles.damaged(info_path, f"its model spec cannot be built ({type(err).__name__}: "
                                               f"{str(err).splitlines()[0] if str(err) else '-'})") from None
@@ -399,12 +399,12 @@ _EXPECTS = {
 
 
 def source_kind(source: str | Path) -> str | None:
-    """What a data source plainly is, from its name alone: 'images', 'a table', 'an interaction log', or None."""
+    """What a data source plainly is from its name: an image data set or file, a table, an interaction log, or None."""
     from deepstrata.data import datasets
     from deepstrata.data.images import IMAGE_EXTENSIONS
 
     text = str(source)
-    if text == "digits" or (datasets.canonical_name(text) is not None and not Path(text).exists()):
+    if (text == "digits" or datasets.canonical_name(text) is not None) and not Path(text).exists():
         return "an image data set"
     name = Path(text).name.lower()
     if name in _LOG_NAMES:

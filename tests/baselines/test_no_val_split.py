@@ -19,7 +19,7 @@ from sklearn.datasets import load_digits
 from deepstrata.baselines.image_features import CV_FOLDS, DEFAULT_C, choose_c, run_image_baselines
 from deepstrata.baselines.text_features import run_text_baseline
 from deepstrata.cli import main
-from deepstrata.data.split import split_dataset
+from deepstrata.data.split import RULE, split_dataset
 
 CLASSES, PER_CLASS = 40, 3
 
@@ -119,6 +119,7 @@ def test_a_folder_of_3_images_per_class_fits_with_baselines(tmp_path, capsys):
     for name in ("hog_lr", "pixels_lr"):
         assert "cross-validation on the training split (the validation split is empty)" in \
             rows[name]["settings"]["C_selection"]
+        assert rows[name]["settings"]["split_rule"] == RULE  # the rule that left validation empty, in the run
 
 
 def test_a_class_with_one_training_image_uses_the_stated_default():

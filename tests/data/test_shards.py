@@ -230,6 +230,6 @@ def test_cli_shard_and_verify(tmp_path, capsys):
     assert main(["shard", "--verify", str(out)]) == 0
     assert "every sha256 matches" in capsys.readouterr().out
     assert main(["shard", "--data", "digits", "--out", str(tmp_path / "t"), "--shard-size", "lots"]) == 2
-    assert "deepstrata: error: shard_size: got 'lots'" in capsys.readouterr().err
+    assert "deepstrata: error: --shard-size: got 'lots'" in capsys.readouterr().err
     assert main(["shard", "--data", "digits"]) == 2
     assert "--out DIR are required" in capsys.readouterr().err

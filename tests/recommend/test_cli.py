@@ -108,13 +108,15 @@ def test_bad_inputs_exit_2_with_one_line(sasrec_run, tmp_path, capsys):
         (["fit", "--data", str(write(tmp_path / "c.csv", "user,item\n")), "--task", "recommend",
           "--out", str(tmp_path / "r3"), *SMALL], "no interactions"),
         (["similar", str(sasrec_run), "--item", "99999"], "unknown item '99999'"),
-        (["recommend", str(sasrec_run), "--user", "1", "-k", "0"], "-k: got 0"),
         (["recommend", str(tmp_path), "--user", "1"], "not a deepstrata run directory"),
     ]
     for argv, expected in cases:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and err.startswith("deepstrata: error: ") and expected in err, err
+    with pytest.raises(SystemExit) as exit_info:  # a bad flag value is refused while parsing, in three lines
+        main(["recommend", str(sasrec_run), "--user", "1", "-k", "0"])
+    assert exit_info.value.code == 2 and "-k: got 0, expected a positive integer" in capsys.readouterr().err
 
 
 def test_bad_input_through_the_real_command(tmp_path):

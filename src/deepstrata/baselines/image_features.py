@@ -215,13 +215,15 @@ def choose_c(
         best = grid[int(np.argmax([scores[repr(c)] for c in grid]))]
         return best, {"C_selection": f"chosen on the validation split ({len(val_y)} examples)",
                       "val_accuracy_by_C": scores}
+    from deepstrata.data.split import RULE
+
     present = np.bincount(train_y)
     smallest = int(present[present > 0].min())
     if smallest < 2:
         say(f"{name}: no validation split and a class with one training example: fixed C={DEFAULT_C:g}")
         return DEFAULT_C, {"C_selection": f"fixed default C={DEFAULT_C:g} (scikit-learn's): the validation split "
                                           "is empty and a class has a single training example, so C cannot be "
-                                          "chosen by cross-validation"}
+                                          "chosen by cross-validation", "split_rule": RULE}
     from sklearn.model_selection import StratifiedKFold
 
     folds = min(CV_FOLDS, smallest)
@@ -233,7 +235,8 @@ def choose_c(
         say(f"{name}: C={c:g} {folds}-fold cross-validated accuracy {scores[repr(c)]:.4f}")
     best = grid[int(np.argmax([scores[repr(c)] for c in grid]))]
     return best, {"C_selection": f"chosen by {folds}-fold stratified cross-validation on the training split "
-                                 "(the validation split is empty)", "cv_folds": folds, "cv_accuracy_by_C": scores}
+                                 "(the validation split is empty)", "cv_folds": folds, "cv_accuracy_by_C": scores,
+                  "split_rule": RULE}
 
 
 def _fit_lr(features: np.ndarray, y: np.ndarray, c: float, seed: int) -> tuple[Any, Any, bool]:
