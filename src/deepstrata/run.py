@@ -21,7 +21,6 @@ inspect …) starts from one.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import platform
 import subprocess
 import sys
@@ -33,7 +32,7 @@ import torch
 from torch import nn
 
 from deepstrata import __version__, runfiles
-from deepstrata.config import RunConfig, load_config
+from deepstrata.config import RunConfig
 from deepstrata.engine import checkpoint as ckpt
 from deepstrata.engine.devices import resolve_device
 from deepstrata.errors import DataError, RunError

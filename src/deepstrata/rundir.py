@@ -373,12 +373,12 @@ def _prepare(path: Path, resume: bool, overwrite: bool, data: Iterable, quiet: b
             marker = read_marker(path)
             status = marker["status"] if marker is not None else "finished"
             if status == "finished" and not overwrite:
-                raise RunError(f"{path}: already exists and holds a finished run; use --resume to continue it, "
-                               "--overwrite to replace it, or another --out")
+                raise RunError(f"{path}: already exists and holds a finished run",
+                               hint=("--resume to continue it", "--overwrite to replace it", "another --out"))
             saved = ckpt.latest_state(path / "checkpoints") if not overwrite else None
             if saved is not None:  # stopped (preempted, killed) with work on disk: never replaced unasked
-                raise RunError(f"{path}: holds a run that stopped at step {saved.get('step')} with a checkpoint; "
-                               "use --resume to continue it, --overwrite to replace it, or another --out")
+                raise RunError(f"{path}: holds a run that stopped at step {saved.get('step')} with a checkpoint",
+                               hint=("--resume to continue it", "--overwrite to replace it", "another --out"))
             check_removable(path, data)
         path.mkdir(parents=True, exist_ok=True)
         _HELD[path.resolve()] = _Held(path, _acquire(path, quiet), fresh=not resume or state == "empty")

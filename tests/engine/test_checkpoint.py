@@ -178,3 +178,16 @@ def test_each_rank_gets_its_own_random_state_back(tmp_path):
     assert torch.equal(draws[0], torch.rand(4, generator=torch.Generator().manual_seed(99)))
     assert torch.equal(draws[1], torch.rand(4, generator=torch.Generator().manual_seed(2)))
     assert torch.equal(draws[2], draws[0])
+
+
+def test_a_failed_write_names_the_file_asked_for_and_leaves_no_temporary(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(OSError) as info:
+        ckpt.atomic_write_json(tmp_path / "afile" / "run" / "x.json", {"a": 1})
+    assert info.value.filename == str(tmp_path / "afile" / "run" / "x.json")
+    target = tmp_path / "dir.json"
+    target.mkdir()  # a directory where the file should go: the rename fails
+    with pytest.raises(OSError) as info:
+        ckpt.atomic_write_json(target, {"a": 1})
+    assert info.value.filename == str(target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "dir.json"]

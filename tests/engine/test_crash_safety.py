@@ -139,5 +139,8 @@ def test_sigterm_and_sigint_checkpoint_say_how_to_resume_and_resume_exactly(refe
     assert f"Continue with: deepstrata fit --out {out} --resume" in lines[0]
     stopped_at = ckpt.latest_state(out / "checkpoints")["step"]
     assert 0 < stopped_at < 30
+    # The same command again, without --resume, is refused: the stopped run's work is never replaced unasked.
+    assert main(["fit", *ARGS, "--out", str(out)]) == 2
+    assert ckpt.latest_state(out / "checkpoints")["step"] == stopped_at
     assert resume(out) == 0
     assert_same_run(reference, out)

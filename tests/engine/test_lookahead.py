@@ -1,7 +1,6 @@
 """Lookahead, Nesterov SGD groups and the speed-run schedule, and exact resumption with them on."""
 
 import dataclasses
-import json
 
 import pytest
 import torch

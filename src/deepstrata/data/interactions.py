@@ -22,7 +22,6 @@ from __future__ import annotations
 import datetime as _dt
 import io
 import itertools
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path

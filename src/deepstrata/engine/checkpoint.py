@@ -83,19 +83,29 @@ def _publish(tmp: str, path: Path) -> None:
     fsync_dir(path.parent)
 
 
+def _named(err: OSError, path: Path) -> OSError:
+    """The same error naming the file the user asked for, not its temporary name (a full disk names none)."""
+    return type(err)(err.errno, err.strerror or str(err), str(path)) if err.errno else err
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` complete or not at all, durably, with the umask's permissions."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise _named(err, path) from err
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         _publish(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise _named(err, path) from err
         raise
 
 

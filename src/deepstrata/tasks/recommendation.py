@@ -36,7 +36,7 @@ from deepstrata.engine.devices import resolve_device
 from deepstrata.engine.loop import batch_generator, train
 from deepstrata.errors import ConfigError, DataError, RunError
 from deepstrata.models.recsys import MatrixFactorization, SASRec
-from deepstrata.models.registry import RECOMMEND_MODELS, build_model
+from deepstrata.models.registry import RECOMMEND_MODELS
 from deepstrata.recsys_metrics import METRIC_NAMES, ScoreFn, evaluate_scorer
 from deepstrata.rundir import guarded
 
