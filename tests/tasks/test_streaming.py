@@ -261,7 +261,7 @@ def test_fit_on_digit_shards_end_to_end(tmp_path, capsys):
     summary = run.inspect(samples=40, tsne=False, write=False)
     assert summary.samples == 40 and "validation + test" in summary.data and "shards" in summary.data
     assert main(["fit", "--data", str(shards_dir), "--out", str(tmp_path / "r2"), "--image-size", "16", "--quiet"]) == 2
-    assert "data.image_size: shards keep" in capsys.readouterr().err
+    assert "--image-size: shards keep" in capsys.readouterr().err
     (shards_dir / "index.json").write_text("{broken")
     assert main(["fit", "--data", str(shards_dir), "--out", str(tmp_path / "r3"), "--quiet"]) == 2
     assert "index.json:1:2: not valid JSON" in capsys.readouterr().err
