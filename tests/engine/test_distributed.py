@@ -95,3 +95,31 @@ def test_per_device_batch_and_linear_lr_scaling_on_two_processes(tmp_path):
     assert row["lr"] == pytest.approx(0.002) and row["step"] == train_examples // 66
     saved = (out / "config.yaml").read_text()
     assert "batch_size: 33" in saved and "batch_per_device: true" in saved  # what the user asked, resumable as such
+
+
+def test_a_restarted_group_on_one_machine_reads_only_its_own_attempts_keys(monkeypatch):
+    """torchrun's shared store outlives a failed attempt: the restarted group must not read what the dead
+    ranks published (pytorch/pytorch#135712), so each attempt gets its own key prefix."""
+    import datetime
+
+    import torch.distributed as dist
+
+    from deepstrata.engine.distributed import DistEnv, _restart_store
+
+    server = dist.TCPStore("127.0.0.1", 0, 2, is_master=True, wait_for_workers=False)
+    server.set("default_pg/0//rank_0", "address of a dead process")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(server.port))
+    monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "True")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job")
+    monkeypatch.setenv("GROUP_WORLD_SIZE", "1")
+    timeout = datetime.timedelta(seconds=5)
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "0")
+    assert _restart_store(DistEnv(0, 2), timeout) is None  # the first attempt: torch's own store is clean
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "2")
+    store = _restart_store(DistEnv(0, 2), timeout)
+    assert not store.check(["default_pg/0//rank_0"])
+    store.set("default_pg/0//rank_0", "address of the live process")
+    assert server.get("deepstrata/job/attempt-2/default_pg/0//rank_0") == b"address of the live process"
+    monkeypatch.setenv("GROUP_WORLD_SIZE", "2")  # several machines disagree on the count: torch's opt-out instead
+    assert _restart_store(DistEnv(0, 2), timeout) is None

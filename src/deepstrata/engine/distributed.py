@@ -77,6 +77,27 @@ def read_environment() -> DistEnv:
     return DistEnv(rank=rank, world_size=world, local_rank=local)
 
 
+def _restart_store(env: DistEnv, timeout: datetime.timedelta):
+    """A fresh key space for a restarted worker group on one machine, or None to let torch make the store.
+
+    torchrun keeps one TCPStore for the whole job (its "shared rendezvous store") and the
+    process group's keys in it carry no attempt number, so a restarted rank can read the
+    address its dead predecessor published and fail with "Gloo connectFullMesh failed ...
+    Connection refused" (pytorch/pytorch#135712). On one machine every worker has the same
+    restart count, so the count makes a prefix all ranks agree on. Across machines only the
+    failed node's agent counts restarts; there the remedy is torch's own opt-out,
+    ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` (a fresh store every attempt, docs/scaling.md).
+    """
+    attempt = restart_count()
+    shared = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    one_machine = os.environ.get("GROUP_WORLD_SIZE", "1") == "1"
+    if attempt == 0 or not shared or not one_machine:
+        return None
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), env.world_size,
+                          is_master=False, timeout=timeout)
+    return dist.PrefixStore(f"deepstrata/{os.environ.get('TORCHELASTIC_RUN_ID', '')}/attempt-{attempt}", store)
+
+
 def setup(device_type: str) -> DistEnv:
     """Join the process group if launched by torchrun; otherwise a world of one. Idempotent."""
     global _ENV
@@ -96,7 +117,12 @@ def setup(device_type: str) -> DistEnv:
                               f"{torch.cuda.device_count()} CUDA device(s) are visible")
         torch.cuda.set_device(env.local_rank)
     timeout = datetime.timedelta(seconds=float(os.environ.get("DEEPSTRATA_DIST_TIMEOUT", "300")))
-    dist.init_process_group(backend=backend, timeout=timeout)
+    store = _restart_store(env, timeout)
+    if store is None:
+        dist.init_process_group(backend=backend, timeout=timeout)
+    else:
+        dist.init_process_group(backend=backend, timeout=timeout, store=store, rank=env.rank,
+                                world_size=env.world_size)
     _ENV = DistEnv(env.rank, env.world_size, env.local_rank, backend)
     # After a worker failed, torchrun restarts every node's workers, but only the failed node's agent
     # counts the restart: any rank's count means the whole group is a restart.
