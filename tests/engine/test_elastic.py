@@ -159,3 +159,15 @@ def test_elastic_restart_resumes_from_the_last_checkpoint_by_itself(two_process_
     assert "resuming from checkpoints/step-000000012" in done.stderr
     for name in ("latest/weights.safetensors", "best.safetensors"):
         assert_equal(weights(two_process_reference, name), weights(out, name))
+
+
+def test_two_nodes_restarted_after_a_kill_resume_by_themselves(two_process_reference, tmp_path):
+    """Across machines the restart needs a fresh store per attempt (``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``,
+    docs/scaling.md): node 0's worker is killed at step 14, both agents restart, the group resumes from step 12."""
+    out = tmp_path / "run"
+    fresh = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+    errs = finish(two_nodes(out, "--max-restarts", "1", "--monitor-interval", "0.2",
+                            node_env=({**fresh, "DEEPSTRATA_FAULT": "step:14"}, fresh)))
+    assert any("resuming from checkpoints/step-000000012" in err for err in errs)
+    for name in ("latest/weights.safetensors", "best.safetensors"):
+        assert_equal(weights(two_process_reference, name), weights(out, name))
