@@ -106,7 +106,7 @@ def write_airbench_tensors(folder: Path, x, y, tx, ty, classes) -> None:
 def run_deepstrata(batches: Path, out: Path, precision: str, epochs: int | None, compile_: bool, seed: int = 0) -> dict:
     import deepstrata as ds
     from deepstrata.engine.devices import synchronize
-    from deepstrata.tasks.image_classification import predict_logits
+    from deepstrata.families.image.task import predict_logits
 
     overrides = {"precision": precision, "compile": compile_, "seed": seed}
     if epochs:

@@ -27,7 +27,7 @@ from deepstrata.data.images import load_images
 from deepstrata.data.split import split_dataset
 from deepstrata.engine.loop import batch_generator, build_optimizer, learning_rate, train
 from deepstrata.models.cnn import CNN
-from deepstrata.tasks.image_classification import ImageClassificationTask, channel_stats, predict_logits, to_float
+from deepstrata.families.image.task import ImageClassificationTask, channel_stats, predict_logits, to_float
 from results_io import result_path, write_results
 
 

@@ -101,7 +101,7 @@ def phase_write(args) -> dict:
 def phase_read(args) -> dict:
     import torch
 
-    from deepstrata.tasks.streaming import ShardedImageTask
+    from deepstrata.families.image.streaming import ShardedImageTask
 
     torch.set_num_threads(args.threads)
     drop_page_cache(Path(args.dir))
@@ -157,7 +157,7 @@ def _train(task, args, mean, std) -> dict:
 
 def phase_train(args) -> dict:
     from deepstrata.data.shards import open_shards
-    from deepstrata.tasks.streaming import ShardedImageTask
+    from deepstrata.families.image.streaming import ShardedImageTask
 
     drop_page_cache(Path(args.dir))
     shards = open_shards(args.dir)
@@ -170,7 +170,7 @@ def phase_memory(args) -> dict:
     import torch
 
     from deepstrata.data.shards import open_shards
-    from deepstrata.tasks.image_classification import ImageClassificationTask
+    from deepstrata.families.image.task import ImageClassificationTask
 
     shards = open_shards(args.dir)
     need = args.steps * args.batch_size

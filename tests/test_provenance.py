@@ -7,7 +7,7 @@ import sys
 import sklearn
 import torch
 
-from deepstrata.run import provenance
+from deepstrata.records import provenance
 
 
 def test_provenance_names_the_installed_scikit_learn():
@@ -17,7 +17,7 @@ def test_provenance_names_the_installed_scikit_learn():
 
 
 def test_provenance_does_not_import_scikit_learn():
-    code = ("import json, sys, torch; from deepstrata.run import provenance; "
+    code = ("import json, sys, torch; from deepstrata.records import provenance; "
             "record = provenance(torch.device('cpu'), 0); "
             "print(json.dumps([record['scikit-learn'], 'sklearn' in sys.modules]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)

@@ -54,7 +54,7 @@ def _prepare(data: str, model: str, examples: int, width: int | None):
     from deepstrata.data.images import load_images
     from deepstrata.data.split import split_dataset
     from deepstrata.models.registry import build_image_model
-    from deepstrata.tasks.image_classification import channel_stats
+    from deepstrata.families.image.task import channel_stats
 
     splits = split_dataset(load_images(data), seed=0)
     x, y = splits.train_x[:examples], splits.train_y[:examples]
@@ -83,7 +83,7 @@ def measure(data: str, model: str, *, device: str, precision: str = "32", compil
     """Samples/s of the second of two epochs of ``steps`` steps each, through the engine."""
     from deepstrata.engine import distributed
     from deepstrata.engine.loop import train
-    from deepstrata.tasks.image_classification import ImageClassificationTask
+    from deepstrata.families.image.task import ImageClassificationTask
 
     net, x, y, vx, vy = _prepare(data, model, batch_size * steps, width)
     target = torch.device(device)

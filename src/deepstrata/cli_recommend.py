@@ -104,7 +104,7 @@ def similar(args: argparse.Namespace) -> int:
 
 def update(args: argparse.Namespace) -> int:
     from deepstrata.run import load
-    from deepstrata.tasks.recommendation import update_run
+    from deepstrata.families.recommend.recommendation import update_run
 
     run, record = update_run(load(args.run), args.data, out=args.out, epochs=args.epochs, quiet=args.quiet)
     if args.json:

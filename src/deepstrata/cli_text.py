@@ -66,7 +66,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def embed(args: argparse.Namespace) -> int:
     from deepstrata.run import load
-    from deepstrata.tasks.text_classification import read_input_texts, save_text_features
+    from deepstrata.families.text.classification import read_input_texts, save_text_features
 
     run = load(args.run)
     texts = read_input_texts(args.data, run, args.text_column)
@@ -83,7 +83,7 @@ def embed(args: argparse.Namespace) -> int:
 def predict_text(run, args: argparse.Namespace) -> int:
     """``predict`` for a text run: positional arguments are texts; ``--file`` adds a file's texts."""
     from deepstrata.errors import DataError
-    from deepstrata.tasks.text_classification import read_input_texts
+    from deepstrata.families.text.classification import read_input_texts
 
     texts = list(args.paths)
     if args.file:

@@ -15,7 +15,7 @@ from deepstrata.data.shards import (
 )
 from deepstrata.data.split import split_dataset
 from deepstrata.errors import ConfigError, DataError
-from deepstrata.tasks.image_classification import channel_stats
+from deepstrata.families.image.task import channel_stats
 
 
 @pytest.fixture(scope="module")

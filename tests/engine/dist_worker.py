@@ -18,7 +18,7 @@ from deepstrata.data.split import split_dataset
 from deepstrata.engine import distributed
 from deepstrata.engine.checkpoint import save_weights
 from deepstrata.engine.loop import train
-from deepstrata.tasks.image_classification import ImageClassificationTask
+from deepstrata.families.image.task import ImageClassificationTask
 
 
 def main(out: Path) -> None:

@@ -12,7 +12,7 @@ from deepstrata.engine.loop import build_optimizer, learning_rate, train
 from deepstrata.engine.lookahead import Lookahead
 from deepstrata.errors import ConfigError
 from deepstrata.models.whitened_cnn import WhitenedCNN
-from deepstrata.tasks.image_classification import ImageClassificationTask
+from deepstrata.families.image.task import ImageClassificationTask
 from tests.engine.test_loop import Crash, CrashingTask, blobs
 from tests.run_files import checkpoint_file
 

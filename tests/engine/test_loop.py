@@ -10,7 +10,7 @@ from deepstrata.engine import checkpoint as ckpt
 from deepstrata.engine.loop import batch_generator, learning_rate, train
 from deepstrata.errors import RunError
 from deepstrata.models.cnn import CNN
-from deepstrata.tasks.image_classification import ImageClassificationTask
+from deepstrata.families.image.task import ImageClassificationTask
 from tests.run_files import checkpoint_file
 
 

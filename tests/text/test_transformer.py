@@ -9,7 +9,7 @@ import torch
 from deepstrata.engine.loop import batch_generator
 from deepstrata.models.registry import build_model
 from deepstrata.models.transformer import TransformerClassifier
-from deepstrata.tasks.text_classification import TextClassificationTask, bucketed_batches, predict_logits
+from deepstrata.families.text.classification import TextClassificationTask, bucketed_batches, predict_logits
 
 
 def model(**kwargs) -> TransformerClassifier:

@@ -139,6 +139,20 @@ def teardown() -> None:
     _ENV = DistEnv()
 
 
+def device_type(setting: str) -> str:
+    """``cpu``, ``cuda`` or ``mps`` for a ``--device`` setting: what the process group's backend depends on."""
+    from deepstrata.engine.devices import resolve_device
+
+    return resolve_device(setting).type
+
+
+def rank_device(setting: str) -> torch.device:
+    """The device this rank trains on for a ``--device`` setting (its own GPU under DDP)."""
+    from deepstrata.engine.devices import resolve_device
+
+    return device_for_rank(resolve_device(setting))
+
+
 def device_for_rank(device: torch.device) -> torch.device:
     """On CUDA each rank uses the GPU of its local rank."""
     if device.type == "cuda" and _ENV.active:

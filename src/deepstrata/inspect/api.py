@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from deepstrata.errors import ConfigError, RunError
+from deepstrata.errors import ConfigError
 from deepstrata.inspect import data as inspect_data
 from deepstrata.inspect.cka import cka_matrix, paired_cka
 from deepstrata.inspect.neighbours import NeighbourTable
@@ -28,12 +28,8 @@ from deepstrata.inspect.probes import (ProbeResult, ProbeSettings, chance_accura
                                        probe_split, random_control)
 from deepstrata.inspect.projections import ProjectionSettings, projections
 from deepstrata.inspect.taps import extract, layer_names, parse_layers, per_example_layers
-from deepstrata.inspect.visuals import MaximizeSettings
 
 INSPECT_DIR = "inspect"
-VISUAL_CHANNELS = 6
-TOP_K = 8
-MAP_INPUTS = 4
 CKA_SAMPLES = 1000
 
 
@@ -245,16 +241,8 @@ def inspect_run(
         maps, sample.labels[projection_index], sample.classes, legend=sample.label_name)
     seconds["summary plots"] = time.perf_counter() - clock
     clock = time.perf_counter()
-    if sample.images is not None:
-        _image_visuals(result, model, sample, names, maximize=maximize, seed=seed, batch_size=batch_size)
-    elif run.task == inspect_data.TEXT_TASK:
-        from deepstrata.inspect.text import text_views
-
-        text_views(result, model, sample, names, token=token)
-    elif run.task == inspect_data.RECOMMEND_TASK:
-        from deepstrata.inspect.recommend import item_views
-
-        item_views(result, model, control, sample, seed=seed)
+    run.family.inspect_views(result, model, control, sample, names, maximize=maximize, seed=seed, token=token,
+                             batch_size=batch_size)
     seconds[f"{run.task.split('-')[0]} views"] = time.perf_counter() - clock
 
     seconds["total"] = time.perf_counter() - started
@@ -272,61 +260,6 @@ def inspect_run(
     return result
 
 
-def _image_visuals(result: InspectionResult, model, sample, names: list[str], *, maximize: bool, seed: int,
-                   batch_size: int) -> None:
-    """Filters, activation maps, top crops (and optionally maximised inputs) of every non-head layer."""
-    from deepstrata.inspect import visuals
-
-    images = sample.images
-    in_shape = tuple(images.shape[1:])
-    first = visuals.first_layer_pictures(model, in_shape)
-    if first is not None:
-        kind, pictures = first
-        title = f"{kind} ({len(pictures)} shown, largest norm first)"
-        result.figures["filters"] = visuals.filters_figure(pictures, title)
-        result.captions["filters"] = kind
-    layers = [name for name in names if name != "head"]
-    if not layers:
-        return
-    settings = MaximizeSettings(seed=seed)
-    responses = visuals.channel_responses(model, images, layers, batch_size)
-    show = _one_per_class(sample.labels, MAP_INPUTS)
-    rows = []
-    for name in layers:
-        channels = visuals.selective_channels(responses[name], VISUAL_CHANNELS)
-        spatial = responses[name].spatial
-        field = visuals.receptive_field(model, name, in_shape) if spatial else None
-        crops, values = visuals.top_patches(images, responses[name], channels, field, TOP_K)
-        result.figures[f"patches/{name}"] = visuals.patches_figure(name, channels, crops, values,
-                                                                    field.size if field else None)
-        result.captions[f"patches/{name}"] = (
-            f"channels {', '.join(map(str, channels))} (the most selective of {responses[name].value.shape[1]}); "
-            + (f"receptive field {field.size}px, stride {field.jump}px" if field else "whole inputs (dense layer)"))
-        maps = visuals.activation_maps(model, images[show], name, channels) if spatial else None
-        if maps is not None:
-            result.figures[f"maps/{name}"] = visuals.activation_maps_figure(name, images[show], channels, maps)
-        if maximize:
-            pictures, reached = visuals.maximize(model, name, channels, in_shape, settings)
-            rows.append((name, channels, pictures, reached))
-    if rows:
-        result.figures["maximize"] = visuals.maximize_figure(rows)
-        result.settings["maximize"] = {**settings.to_dict(), "text": settings.describe()}
-
-
-def _one_per_class(labels: np.ndarray, count: int) -> list[int]:
-    """Indices of up to ``count`` examples, each of a different class where possible."""
-    picked: list[int] = []
-    seen: set = set()
-    for index, label in enumerate(labels.tolist()):
-        if label not in seen:
-            picked.append(index)
-            seen.add(label)
-        if len(picked) == count:
-            return picked
-    rest = [i for i in range(len(labels)) if i not in picked]
-    return (picked + rest)[:count]
-
-
 def features(run, x, layer: str = "stage2", *, data_dir: str | None = None, batch_size: int = 256,
              with_ids: bool = False):
     """Pooled features ``[N, D]`` of one named layer (with ``with_ids``, also the id of each row).
@@ -337,41 +270,7 @@ def features(run, x, layer: str = "stage2", *, data_dir: str | None = None, batc
     ``item_embedding`` is its item table: one row per item (``x`` item ids, or the run's
     source for every item). Row ids are user or item ids for a recommender, else ``None``.
     """
-    from deepstrata.run import check_source
-
     model = run.model
     parse_layers(model, [layer])
-    if isinstance(x, (str, Path)) and run.task != inspect_data.RECOMMEND_TASK:
-        check_source(run, x, "features")
-    mask, trim, ids = None, False, None
-    if run.task == inspect_data.RECOMMEND_TASK and layer == "item_embedding":
-        from deepstrata.inspect.recommend import item_table
-
-        values, ids = item_table(run, x)
-        return (values, ids) if with_ids else values
-    if run.task == inspect_data.IMAGE_TASK:
-        from deepstrata.data.shards import is_shard_dir
-
-        if isinstance(x, (str, Path)) and is_shard_dir(x):  # streamed: never more than a chunk in memory
-            chunks = inspect_data.shard_image_chunks(run, str(x))
-            return np.concatenate([extract(model, chunk, [layer], batch_size=batch_size).pooled[layer]
-                                   for chunk in chunks])
-        if isinstance(x, (str, Path)):
-            x, _ = inspect_data.load_image_all(run, str(x), data_dir=data_dir)
-        else:
-            x = inspect_data.image_tensor(run, x)
-    elif run.task == inspect_data.TEXT_TASK:
-        from deepstrata.inspect.text import text_inputs
-
-        x, mask = text_inputs(run, x)
-        trim = True
-    elif run.task == inspect_data.RECOMMEND_TASK:
-        from deepstrata.inspect.recommend import user_ids, user_inputs
-
-        ids = user_ids(run, x)
-        x, mask = user_inputs(run, x)
-    else:
-        raise RunError(f"{run.path}: features reads runs of tasks {', '.join(inspect_data.TASKS)}; "
-                       f"this run is {run.task!r}")
-    values = extract(model, x, [layer], mask=mask, trim=trim, batch_size=batch_size).pooled[layer]
+    values, ids = run.family.features(run, x, layer, data_dir=data_dir, batch_size=batch_size)
     return (values, ids) if with_ids else values

@@ -33,7 +33,7 @@ def _terciles(values: np.ndarray, unit: str) -> tuple[np.ndarray, list[str]]:
 
 def _model_inputs(model, histories: list[np.ndarray], users: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
     """What the recommender reads per user: its left-padded history (sequential models) or its index."""
-    from deepstrata.tasks.recommendation import padded_sequences
+    from deepstrata.families.recommend.recommendation import padded_sequences
 
     if hasattr(model, "max_len"):
         sequences = padded_sequences(histories, model.max_len)
@@ -43,7 +43,7 @@ def _model_inputs(model, histories: list[np.ndarray], users: np.ndarray) -> tupl
 
 def user_inputs(run, x) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Inputs of users: ``x`` a list of user ids, or the run's own source (every user)."""
-    from deepstrata.tasks.recommendation import _served
+    from deepstrata.families.recommend.recommendation import _served
 
     state = _served(run)
     if _is_own_source(run, x, state):
@@ -68,7 +68,7 @@ def _is_own_source(run, x, state) -> bool:
 
 def user_ids(run, x) -> list[str]:
     """The user ids of the rows ``user_inputs`` gives for ``x``."""
-    from deepstrata.tasks.recommendation import _served
+    from deepstrata.families.recommend.recommendation import _served
 
     state = _served(run)
     if _is_own_source(run, x, state):
@@ -82,7 +82,7 @@ def item_table(run, x=None) -> tuple[np.ndarray, list[str]]:
     ``x``: the run's own source (or ``None``) for every item, in the run's item order; else item ids.
     """
     from deepstrata import runfiles
-    from deepstrata.tasks.recommendation import _served
+    from deepstrata.families.recommend.recommendation import _served
 
     state = _served(run)
     with torch.inference_mode():
@@ -103,7 +103,7 @@ def item_table(run, x=None) -> tuple[np.ndarray, list[str]]:
 
 def load_user_sample(run, data: str | None = None, *, samples: int = 2000, seed: int = 0) -> InspectData:
     """Up to ``samples`` users with at least one event: their histories (or ids) as the model takes them."""
-    from deepstrata.tasks.recommendation import _served
+    from deepstrata.families.recommend.recommendation import _served
 
     if data is not None:
         raise ConfigError("--data: a recommendation run is inspected on its own interaction log; leave --data out")

@@ -16,8 +16,8 @@ from deepstrata.data.split import split_dataset
 from deepstrata.engine.loop import train
 from deepstrata.errors import ConfigError, DataError
 from deepstrata.models.cnn import CNN
-from deepstrata.tasks.image_classification import ImageClassificationTask
-from deepstrata.tasks.streaming import ShardedImageTask
+from deepstrata.families.image.task import ImageClassificationTask
+from deepstrata.families.image.streaming import ShardedImageTask
 from deepstrata.run import load as load_run
 from tests.run_files import checkpoint_file
 

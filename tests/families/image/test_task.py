@@ -8,7 +8,7 @@ import deepstrata as ds
 from deepstrata.config import DataConfig, TrainConfig
 from deepstrata.engine.loop import batch_generator
 from deepstrata.errors import ConfigError
-from deepstrata.tasks.image_classification import ImageClassificationTask, predict_logits, tta_views
+from deepstrata.families.image.task import ImageClassificationTask, predict_logits, tta_views
 
 
 def asymmetric_images(n=40):

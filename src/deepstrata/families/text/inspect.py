@@ -34,7 +34,7 @@ def load_text_sample(run, data: str | None = None, *, samples: int = 2000, seed:
     from deepstrata.data.text import load_text, split_text
     from deepstrata.data.tokenizer import pad_batch
     from deepstrata.errors import DataError
-    from deepstrata.tasks.text_classification import _run_tokenizer
+    from deepstrata.families.text.classification import _run_tokenizer
 
     cfg = run.config
     t = cfg.text
@@ -77,7 +77,7 @@ def text_inputs(run, x) -> tuple[torch.Tensor, torch.Tensor]:
 
     from deepstrata.data.tokenizer import pad_batch
     from deepstrata.errors import DataError
-    from deepstrata.tasks.text_classification import _as_texts, _run_tokenizer, read_input_texts
+    from deepstrata.families.text.classification import _as_texts, _run_tokenizer, read_input_texts
 
     if isinstance(x, (str, Path)):
         if not Path(x).exists():

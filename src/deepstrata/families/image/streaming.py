@@ -32,9 +32,6 @@ where batches come from:
 
 from __future__ import annotations
 
-import dataclasses
-import sys
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -48,8 +45,7 @@ from deepstrata.data.shards import Shard, ShardSet, SplitShards, open_shards
 from deepstrata.engine import distributed
 from deepstrata.engine.loop import batch_generator
 from deepstrata.errors import ConfigError, DataError
-from deepstrata.rundir import guarded
-from deepstrata.tasks.image_classification import ImageClassificationTask, flip_mode, predict_logits, to_float
+from deepstrata.families.image.task import ImageClassificationTask, predict_logits, to_float
 
 DEFAULT_BUFFER_EXAMPLES = 16_384
 DEFAULT_BUFFER_BYTES = 256 * 2**20
@@ -273,134 +269,3 @@ class ShardedImageTask:
         labels = np.empty(len(ids), dtype=np.int64)
         part.gather(ids, images, labels)
         return torch.from_numpy(images), torch.from_numpy(labels)
-
-
-def _say(quiet: bool, message: str) -> None:
-    if not quiet:
-        print(message, file=sys.stderr)
-
-
-@guarded  # a fit that raises leaves its run directory marked and unlocked (see deepstrata.rundir)
-def fit_shards(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = False, quiet: bool = False,
-               buffer_size: int | None = None):
-    """``fit`` for a shard directory (``cfg.data.source``): same run directory, metrics and report.
-
-    The split is the one the shards were written with (their manifest's seed and
-    fractions); ``cfg.train.seed`` drives initialisation, shard order and batches.
-    Baselines fit on a seeded sample of at most ``BASELINE_TRAIN_SAMPLE`` train and
-    ``BASELINE_VAL_SAMPLE`` val examples and are scored on the whole test split — skipped,
-    with a note, when the test split is larger than ``BASELINE_MAX_TEST_BYTES``.
-    """
-    from deepstrata.baselines.image_features import run_image_baselines
-    from deepstrata.config import dump_config, per_world, resolved_train
-    from deepstrata.engine import checkpoint as ckpt
-    from deepstrata.engine.devices import resolve_device
-    from deepstrata.engine.loop import train
-    from deepstrata.models.registry import build_image_model
-    from deepstrata.run import prepare_run_dir, write_run_records
-    from deepstrata.rundir import check_resumable, kept_baseline_rows, resume_point
-
-    for key in ("format", "image_size"):
-        if getattr(cfg.data, key) is not None:
-            raise ConfigError(f"data.{key}: shards keep the format and size they were written with; "
-                              f"give --{key.replace('_', '-')} to `deepstrata shard` instead")
-    if cfg.train.data_on_device:
-        raise ConfigError("train.data_on_device: shards stream from disk; --data-on-device is for data sets "
-                          "that fit in memory")
-    for key, value, refused in (("train.flip", cfg.train.flip, cfg.train.flip == "alternate"),
-                                ("train.tta", cfg.train.tta, cfg.train.tta),
-                                ("train.translate_fill", cfg.train.translate_fill, cfg.train.translate_fill != "zeros"),
-                                ("model.name", cfg.model.name, cfg.model.name == "whitened-cnn")):
-        if refused:
-            raise ConfigError(f"{key}: {value!r} is for in-memory image runs (it needs the training set at hand "
-                              "before training); shards stream")
-    started = time.perf_counter()
-    shards = open_shards(cfg.data.source)
-    env = distributed.join(resolve_device(cfg.train.device).type, cfg.train.devices)
-    main = env.is_main
-    counts = {name: shards.splits[name].count for name in ("train", "val", "test")}
-    if main:
-        run_dir = prepare_run_dir(run_dir, resume=resume, overwrite=overwrite, data=(cfg.data.source,),
-                                  quiet=quiet)
-    distributed.barrier()
-    resuming = resume_point(run_dir, resume, quiet or not main)
-    cfg = dataclasses.replace(cfg, train=resolved_train(cfg.train, counts["train"]))
-    device = distributed.device_for_rank(resolve_device(cfg.train.device))
-    in_shape = tuple(shards.image_shape)
-    num_classes = len(shards.classes)
-    quiet = quiet or not main
-    _say(quiet, f"data: shards {shards.root} of {shards.source} — {in_shape[0]}x{in_shape[1]}x{in_shape[2]}, "
-                f"{num_classes} classes; split train {counts['train']} / val {counts['val']} / test {counts['test']} "
-                f"(written with seed {shards.seed}); opened in {time.perf_counter() - started:.1f}s")
-    torch.manual_seed(cfg.train.seed)
-    net = build_image_model(cfg.model.name, in_shape, num_classes, width=cfg.model.width, depth=cfg.model.depth,
-                            mean=shards.mean, std=shards.std)
-    task = ShardedImageTask(
-        shards, buffer_size=buffer_size, rank=env.rank, world_size=env.world_size,
-        augment=cfg.train.augment, flip=flip_mode(cfg.train.flip, in_shape[0]) == "random", label_smoothing=cfg.train.label_smoothing,
-        eval_batch_size=cfg.train.eval_batch_size, precision=cfg.train.precision,
-        channels_last=cfg.train.channels_last,
-    )
-    params = sum(p.numel() for p in net.parameters())
-    streaming = f"streamed from {len(task.train.shards)} train shards, shuffle buffer {task.buffer_size} examples"
-    if env.world_size > 1:
-        global_batch = per_world(cfg.train, env.world_size).batch_size
-        used = task.num_batches(global_batch) * global_batch
-        streaming += (f", {env.world_size} ranks reading whole shards: {used:,} of {counts['train']:,} train examples "
-                      "per epoch (a different remainder each epoch)")
-    model_info = {
-        "task": "image-classification",
-        "spec": net.spec,
-        "classes": shards.classes,
-        "layers": net.layer_names,
-        "feature_dim": net.feature_dim,
-        "params": params,
-        "data": {"source": cfg.data.source, "format": "shards", "notes": shards.notes + [streaming],
-                 "input_shape": list(in_shape), "augmentation": task.describe_augmentation()},
-    }
-
-    def write_records() -> None:
-        ckpt.atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
-        write_run_records(run_dir, model_info, device, cfg.train.seed, env.world_size)
-
-    if resuming:  # a resume rewrites its records only once its training has run
-        check_resumable(run_dir, model_info)
-    elif main:
-        write_records()
-    _say(quiet, f"model: {cfg.model.name} ({params:,} parameters) on {device}; {streaming}; "
-                f"augmentation: {task.describe_augmentation()}")
-
-    result = train(net, task, cfg.train, run_dir, resume=resuming, quiet=quiet,
-                   description=cfg.model.name)
-    if not main:
-        distributed.teardown()
-        return None
-    if resuming:
-        write_records()
-    predicted, truth, _ = task.predictions(net, device, "test")
-    from deepstrata.api import learned_row
-
-    rows = [learned_row(run_dir, cfg.model.name, shards.classes, truth, predicted, result, net, data=streaming)]
-    split = {**counts, "test_is_official": shards.test_is_official, "seed": shards.seed}
-    if not cfg.baselines and resume:
-        rows += kept_baseline_rows(run_dir, cfg.data.source, split, quiet)
-    if cfg.baselines:
-        if shards.nbytes("test") > BASELINE_MAX_TEST_BYTES:
-            _say(quiet, f"baselines: skipped — the test split ({shards.nbytes('test') / 1e6:.0f} MB of pixels) is "
-                        f"larger than the {BASELINE_MAX_TEST_BYTES // 2**20} MiB the baselines may load")
-        else:
-            train_x, train_y = task.sample("train", BASELINE_TRAIN_SAMPLE, cfg.train.seed)
-            val_x, val_y = task.sample("val", BASELINE_VAL_SAMPLE, cfg.train.seed)
-            test_x, test_y = task.sample("test", counts["test"], cfg.train.seed)
-            _say(quiet, f"baselines: hand-engineered features → logistic regression, fitted on a sample of "
-                        f"{len(train_y)} of {counts['train']} train and {len(val_y)} of {counts['val']} val images, "
-                        f"scored on all {counts['test']} test images")
-            for baseline in run_image_baselines(train_x, train_y, val_x, val_y, test_x, test_y, num_classes,
-                                                seed=cfg.train.seed):
-                row = baseline.row()
-                row["settings"]["sampled_from_shards"] = {"train": [len(train_y), counts["train"]],
-                                                          "val": [len(val_y), counts["val"]]}
-                rows.append(row)
-    from deepstrata.api import finish_image_run
-
-    return finish_image_run(run_dir, cfg.data.source, split, rows, device, quiet=quiet)

@@ -460,8 +460,8 @@ class _Served:
 def _served(run) -> _Served:
     state = getattr(run, "_recommend_state", None)
     if state is None:
-        run.require(TASK, verb="recommend, similar and update",
-                    expects="a recommendation run (fit --task recommend on an interaction log)")
+        if run.task != TASK:
+            run.family.refuse(run, "recommend, similar and update")
         log = load_log(run.path / LOG_FILE, run.path / VOCAB_FILE)
         spec = run.info["spec"]
         for key, count in (("num_items", log.num_items), ("num_users", log.num_users)):

@@ -1,0 +1,179 @@
+"""What a task family is: the one interface images, texts and recommendation each implement.
+
+A family is everything that differs between kinds of data; everything that does not —
+the order of a fit, the run directory, the process group, checkpoints, the comparison and
+the report — is written once, in ``deepstrata.pipeline`` (fit) and ``deepstrata.run``
+(verbs on a finished run). Each family lives in one folder (``families/image/``,
+``families/text/``, ``families/recommend/``) and is named in one registry line
+(``families/__init__.py``).
+
+How a fit calls a family, in order (``pipeline.fit``):
+
+1. ``resolve_config(data, model, config, overrides)`` — defaults, the YAML file, the flags.
+2. ``read(cfg, data)`` — read and split the data; returns ``Prepared``; ``describe`` says what was read.
+3. ``check_world(cfg, prepared, world_size)`` — refuse what cannot run on this many processes.
+4. ``build(cfg, prepared, fit)`` — model, loop ``Task`` and ``model.json`` record; ``Built``.
+5. ``write_records(cfg, prepared, built, fit)`` — model.json, provenance.json and any family file.
+6. the one training loop (``engine.loop.train``), then on rank 0:
+7. ``score(cfg, prepared, built, result, fit)`` — the learned row(s) on the test split.
+8. ``baselines(cfg, prepared, built, fit)`` — hand-engineered rows; ``comparison(...)``; ``report_sections(...)``.
+
+Verbs on a finished run (``Run.predict`` …) call the family's method of the same name. A
+verb a family does not have answers, through ``refuse``, with the run's kind and what the
+verb expects — the message users saw before families existed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deepstrata.errors import DataError, RunError
+
+# What each verb that belongs to some families only expects, for the refusal on the others.
+VERB_EXPECTS = {
+    "predict": "an image or text run (it labels images or texts); for a recommendation run use "
+               "`deepstrata recommend RUN --user ID` or `deepstrata similar RUN --item ID`",
+    "embed": "a text run (it takes texts); for the features of an image or recommendation run use "
+             "`deepstrata features RUN --layer NAME`",
+    "recommend, similar and update": "a recommendation run (fit --task recommend on an interaction log)",
+}
+
+
+@dataclass
+class Prepared:
+    """The data of a fit, read and split: what the pipeline needs to know of it, and the family's own part."""
+
+    source: str                      # as recorded in comparison.json's "data"
+    train_size: int                  # training examples, for the automatic batch size and epochs
+    guarded_paths: tuple             # paths --overwrite must never delete (the input data)
+    own: Any = None                  # the family's splits, dataset, log ...
+    cfg: Any = None                  # the config with what reading learned (a table's columns), if it changed
+
+
+@dataclass
+class FitContext:
+    """Where a fit stands once its run directory and process group are set up."""
+
+    run_dir: Path
+    resuming: bool
+    resume_asked: bool
+    device: Any                      # torch.device of this rank
+    env: Any                         # engine.distributed.DistEnv
+    quiet: bool
+
+
+@dataclass
+class Built:
+    """The model a fit trains, the loop ``Task`` that feeds it, and what model.json records."""
+
+    net: Any
+    task: Any
+    info: dict
+    model_line: str                  # the "model: ..." line the fit prints
+    description: str                 # the progress bar's label
+    own: dict = field(default_factory=dict)   # family state kept from build to score (encoded texts ...)
+
+
+class Family:
+    """Base of every task family; the methods a family lacks refuse with a message naming the run's kind."""
+
+    name: str = ""                   # the --task value: "image", "text", "recommend"
+    task: str = ""                   # the task recorded in model.json, config.yaml, comparison.json
+    models: tuple[str, ...] = ()
+    expects: str = ""                # the data its runs take, for messages
+    wrong_kinds: tuple[str, ...] = ()  # kinds of source (``data.kinds.source_kind``) its verbs refuse by name
+
+    # --- choosing the family ------------------------------------------------------------
+    def claims(self, data) -> bool:
+        """Whether ``data`` (a path, a name or a data object) is plainly of this family, by its form alone.
+
+        Asked after an explicit ``--task`` and the model's family (``families.detect``)."""
+        return False
+
+    # --- fit ----------------------------------------------------------------------------
+    def resolve_config(self, data, model, config, overrides: dict):
+        raise NotImplementedError
+
+    def read(self, cfg, data) -> Prepared:
+        raise NotImplementedError
+
+    def describe(self, cfg, prepared: Prepared, load_seconds: float) -> list[str]:
+        """The lines a fit prints about its data once the run directory is ready ("data: ...", "note: ...")."""
+        return []
+
+    def check_world(self, cfg, prepared: Prepared, world_size: int) -> None:
+        """Refuse, before anything is written, what this family cannot do on ``world_size`` processes."""
+
+    def build(self, cfg, prepared: Prepared, fit: FitContext) -> Built:
+        raise NotImplementedError
+
+    def write_records(self, cfg, prepared: Prepared, built: Built, fit: FitContext) -> None:
+        raise NotImplementedError
+
+    def score(self, cfg, prepared: Prepared, built: Built, result, fit: FitContext) -> list[dict]:
+        raise NotImplementedError
+
+    def baselines(self, cfg, prepared: Prepared, built: Built, fit: FitContext) -> tuple[list[dict], dict]:
+        """Baseline rows, and extra comparison.json fields (e.g. ``skipped``)."""
+        return [], {}
+
+    def comparison(self, cfg, prepared: Prepared, rows: list[dict]) -> dict:
+        raise NotImplementedError
+
+    def report_sections(self, cfg, prepared: Prepared, built: Built, rows: list[dict]) -> list[tuple[str, str]]:
+        return []
+
+    # --- a finished run -----------------------------------------------------------------
+    def check_info(self, info: dict, path: Path) -> None:
+        """Check the model.json fields this family's verbs rely on (``runfiles.damaged`` if not)."""
+
+    def check_source(self, run, source, verb: str) -> None:
+        """Refuse a data source plainly of another kind than the run's, before reading it.
+
+        A classification run given a table of another task, or an image run given texts, would
+        otherwise fail deep in a reader with a message that does not say the run is the problem.
+        """
+        from deepstrata.data.kinds import source_kind
+
+        kind = source_kind(source)
+        if kind in self.wrong_kinds:
+            raise DataError(f"{source}: {kind}, but {run.path} is {run.kind}; {verb} --data expects {self.expects}")
+
+    def refuse(self, run, verb: str, expects: str | None = None):
+        plural = " and " in verb or "," in verb
+        raise RunError(f"{run.path}: {run.kind}; {verb} {'expect' if plural else 'expects'} "
+                       f"{expects or VERB_EXPECTS[verb]}")
+
+    def predict(self, run, inputs):
+        self.refuse(run, "predict")
+
+    def evaluate(self, run, data, data_dir):
+        raise NotImplementedError
+
+    def embed(self, run, texts, per_token: bool):
+        self.refuse(run, "embed")
+
+    def recommend(self, run, user, k: int):
+        self.refuse(run, "recommend, similar and update")
+
+    def similar(self, run, item, k: int):
+        self.refuse(run, "recommend, similar and update")
+
+    def update(self, run, data, out, epochs, quiet):
+        self.refuse(run, "recommend, similar and update")
+
+    # --- inspect and features (deepstrata.inspect asks the family for its data and views) ---
+    def inspect_sample(self, run, data, *, samples: int, seed: int, data_dir):
+        """An ``inspect.data.InspectData`` sample of the run's data for probes, CKA and maps."""
+        raise NotImplementedError
+
+    def inspect_views(self, result, model, control, sample, names, *, maximize: bool, seed: int, token,
+                      batch_size: int) -> None:
+        """Add the family's own views (pictures, attention, neighbours ...) to an ``InspectionResult``;
+        ``control`` is the same architecture at random initialisation."""
+
+    def features(self, run, x, layer: str, *, data_dir, batch_size: int):
+        """``(values [N, D], ids or None)``: pooled features of ``layer`` for ``x`` (inputs or a data source)."""
+        raise NotImplementedError

@@ -1,0 +1,88 @@
+"""``ImageFamily``: what the fit pipeline and a finished run ask of images (see ``families.base``)."""
+
+from __future__ import annotations
+
+import sys
+
+from deepstrata import runfiles
+from deepstrata.families.base import Built, Family, FitContext, Prepared
+from deepstrata.families.image import fit as image_fit
+
+MODELS = ("cnn", "mlp", "whitened-cnn")
+
+
+class ImageFamily(Family):
+    name = "image"
+    task = image_fit.TASK
+    models = MODELS
+    expects = ("images (a named image set such as digits or mnist, an image folder, IDX files, CIFAR batches "
+               "or shards)")
+    wrong_kinds = ("a table", "an interaction log")
+
+    def claims(self, data) -> bool:
+        return False  # the default: what no other family claims is read as images
+
+    # --- fit ----------------------------------------------------------------------------
+    def resolve_config(self, data, model, config, overrides: dict):
+        from deepstrata.families.image.config import resolve_image_config
+
+        return resolve_image_config(config, data=data, model=model, **overrides)
+
+    def read(self, cfg, data) -> Prepared:
+        return image_fit.read(cfg)
+
+    def describe(self, cfg, prepared: Prepared, load_seconds: float) -> list[str]:
+        return image_fit.describe(prepared, load_seconds)
+
+    def build(self, cfg, prepared: Prepared, fit: FitContext) -> Built:
+        return image_fit.build(cfg, prepared, fit)
+
+    def write_records(self, cfg, prepared: Prepared, built: Built, fit: FitContext) -> None:
+        image_fit.write_records(cfg, built, fit)
+
+    def score(self, cfg, prepared: Prepared, built: Built, result, fit: FitContext) -> list[dict]:
+        return image_fit.score(cfg, prepared, built, result, fit)
+
+    def baselines(self, cfg, prepared: Prepared, built: Built, fit: FitContext) -> tuple[list[dict], dict]:
+        def say(message: str) -> None:
+            if not fit.quiet:
+                print(message, file=sys.stderr)
+
+        return image_fit.baselines(cfg, prepared, built, say), {}
+
+    def comparison(self, cfg, prepared: Prepared, rows: list[dict]) -> dict:
+        return image_fit.comparison(cfg, prepared, rows)
+
+    # --- a finished run -----------------------------------------------------------------
+    def check_info(self, info: dict, path) -> None:
+        if len(runfiles.string_list(info, "classes", path)) < 2:
+            raise runfiles.damaged(path, "'classes' must name at least 2 classes")
+        shape = runfiles.field(info["spec"], "in_shape", list, path, where="spec.")
+        if len(shape) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
+            raise runfiles.damaged(path, f"spec.in_shape is {shape!r}, expected [channels, height, width]")
+
+    def predict(self, run, inputs):
+        from deepstrata.families.image.verbs import predict
+
+        return predict(run, inputs)
+
+    def evaluate(self, run, data, data_dir):
+        from deepstrata.families.image.verbs import evaluate
+
+        return evaluate(run, data, data_dir)
+
+    def inspect_sample(self, run, data, *, samples: int, seed: int, data_dir):
+        from deepstrata.families.image.inspect import load_image_sample
+
+        return load_image_sample(run, data, samples=samples, seed=seed, data_dir=data_dir)
+
+    def inspect_views(self, result, model, control, sample, names, *, maximize: bool, seed: int, token,
+                      batch_size: int) -> None:
+        from deepstrata.families.image.inspect import image_views
+
+        image_views(result, model, sample, names, maximize=maximize, seed=seed, batch_size=batch_size)
+
+    def features(self, run, x, layer: str, *, data_dir, batch_size: int):
+        from deepstrata.families.image.inspect import features
+
+        return features(run, x, layer, data_dir=data_dir, batch_size=batch_size)

@@ -1,0 +1,223 @@
+"""How the image family fits: in-memory image sets, and shard directories streamed from disk.
+
+A shard directory (written by ``deepstrata shard``) is a source of the image family, not a
+family of its own: the same models, the same run directory and the same verbs; only
+reading, batching and the baselines' sample differ, so each step below has its two cases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from deepstrata.config import per_world
+from deepstrata.errors import ConfigError
+from deepstrata.families.base import Built, FitContext, Prepared
+from deepstrata.families.classification import classification_row, write_confusion
+from deepstrata.records import write_run_records
+
+TASK = "image-classification"
+
+
+@dataclass
+class Sharded:
+    """The image family's part of ``Prepared`` for a shard directory."""
+
+    shards: object
+    counts: dict
+
+
+def check_shard_config(cfg) -> None:
+    """Options that need the whole training set in memory are refused for shards, by name."""
+    for key in ("format", "image_size"):
+        if getattr(cfg.data, key) is not None:
+            raise ConfigError(f"data.{key}: shards keep the format and size they were written with; "
+                              f"give --{key.replace('_', '-')} to `deepstrata shard` instead")
+    if cfg.train.data_on_device:
+        raise ConfigError("train.data_on_device: shards stream from disk; --data-on-device is for data sets "
+                          "that fit in memory")
+    for key, value, refused in (("train.flip", cfg.train.flip, cfg.train.flip == "alternate"),
+                                ("train.tta", cfg.train.tta, cfg.train.tta),
+                                ("train.translate_fill", cfg.train.translate_fill, cfg.train.translate_fill != "zeros"),
+                                ("model.name", cfg.model.name, cfg.model.name == "whitened-cnn")):
+        if refused:
+            raise ConfigError(f"{key}: {value!r} is for in-memory image runs (it needs the training set at hand "
+                              "before training); shards stream")
+
+
+def read(cfg) -> Prepared:
+    from deepstrata.data.shards import is_shard_dir
+
+    if is_shard_dir(cfg.data.source):
+        from deepstrata.data.shards import open_shards
+
+        check_shard_config(cfg)
+        shards = open_shards(cfg.data.source)
+        counts = {name: shards.splits[name].count for name in ("train", "val", "test")}
+        return Prepared(source=cfg.data.source, train_size=counts["train"], guarded_paths=(cfg.data.source,),
+                        own=Sharded(shards, counts))
+    from deepstrata.data.images import load_images
+    from deepstrata.data.split import split_dataset
+
+    dataset = load_images(cfg.data.source, format=cfg.data.format, image_size=cfg.data.image_size,
+                          skip_bad=cfg.data.skip_bad, data_dir=cfg.data.data_dir)
+    splits = split_dataset(dataset, seed=cfg.train.seed, val_fraction=cfg.data.val_fraction,
+                           test_fraction=cfg.data.test_fraction)
+    return Prepared(source=cfg.data.source, train_size=len(splits.train_y),
+                    guarded_paths=(cfg.data.source, cfg.data.data_dir), own=(dataset, splits))
+
+
+def describe(prepared: Prepared, load_seconds: float) -> list[str]:
+    if isinstance(prepared.own, Sharded):
+        shards, counts = prepared.own.shards, prepared.own.counts
+        c, h, w = shards.image_shape
+        return [f"data: shards {shards.root} of {shards.source} — {c}x{h}x{w}, {len(shards.classes)} classes; "
+                f"split train {counts['train']} / val {counts['val']} / test {counts['test']} "
+                f"(written with seed {shards.seed}); opened in {load_seconds:.1f}s"]
+    dataset, splits = prepared.own
+    c, h, w = tuple(splits.train_x.shape[1:])
+    return [f"data: {dataset.source} — {c}x{h}x{w}, {len(splits.classes)} classes; split train "
+            f"{len(splits.train_y)} / val {len(splits.val_y)} / test {len(splits.test_y)}"
+            f"{' (official test split)' if splits.test_is_official else ''}; loaded in {load_seconds:.1f}s",
+            *(f"note: {note}" for note in dataset.notes)]
+
+
+def _info(net, classes: list[str], data: dict) -> dict:
+    return {"task": TASK, "spec": net.spec, "classes": classes, "layers": net.layer_names,
+            "feature_dim": net.feature_dim, "params": sum(p.numel() for p in net.parameters()), "data": data}
+
+
+def build(cfg, prepared: Prepared, fit: FitContext) -> Built:
+    from deepstrata.families.image.task import flip_mode
+    from deepstrata.models.registry import build_image_model
+
+    if isinstance(prepared.own, Sharded):
+        return _build_sharded(cfg, prepared.own, fit)
+    from deepstrata.families.image.task import ImageClassificationTask, channel_stats, to_float
+
+    dataset, splits = prepared.own
+    in_shape = tuple(splits.train_x.shape[1:])
+    torch.manual_seed(cfg.train.seed)
+    mean, std = channel_stats(splits.train_x)
+    net = build_image_model(cfg.model.name, in_shape, len(splits.classes), width=cfg.model.width,
+                            depth=cfg.model.depth, mean=mean, std=std)
+    if hasattr(net, "init_whitening"):  # the whitened CNN's stem is fitted to 5,000 random training images
+        sample = torch.randperm(len(splits.train_x), generator=torch.Generator().manual_seed(cfg.train.seed))[:5000]
+        net.init_whitening(to_float(splits.train_x[sample]))
+    data_device = fit.device if cfg.train.data_on_device else torch.device("cpu")
+    t = cfg.train
+    task = ImageClassificationTask(
+        splits.train_x.to(data_device), splits.train_y.to(data_device), splits.val_x.to(data_device),
+        splits.val_y.to(data_device), num_classes=len(splits.classes), augment=t.augment,
+        flip=flip_mode(t.flip, in_shape[0]), translate=t.translate, translate_fill=t.translate_fill,
+        label_smoothing=t.label_smoothing, eval_batch_size=t.eval_batch_size, precision=t.precision,
+        channels_last=t.channels_last, tta=t.tta,
+    )
+    info = _info(net, splits.classes, {"source": dataset.source, "format": dataset.format, "notes": dataset.notes,
+                                       "input_shape": list(in_shape), "augmentation": task.describe_augmentation()})
+    line = (f"model: {cfg.model.name} ({info['params']:,} parameters; layers {', '.join(net.layer_names)}) on "
+            f"{fit.device}; augmentation: {task.describe_augmentation()}")
+    return Built(net=net, task=task, info=info, model_line=line, description=cfg.model.name)
+
+
+def _build_sharded(cfg, sharded: Sharded, fit: FitContext) -> Built:
+    from deepstrata.families.image.streaming import ShardedImageTask
+    from deepstrata.families.image.task import flip_mode
+    from deepstrata.models.registry import build_image_model
+
+    shards, counts = sharded.shards, sharded.counts
+    in_shape = tuple(shards.image_shape)
+    torch.manual_seed(cfg.train.seed)
+    net = build_image_model(cfg.model.name, in_shape, len(shards.classes), width=cfg.model.width,
+                            depth=cfg.model.depth, mean=shards.mean, std=shards.std)
+    env = fit.env
+    task = ShardedImageTask(
+        shards, buffer_size=None, rank=env.rank, world_size=env.world_size, augment=cfg.train.augment,
+        flip=flip_mode(cfg.train.flip, in_shape[0]) == "random", label_smoothing=cfg.train.label_smoothing,
+        eval_batch_size=cfg.train.eval_batch_size, precision=cfg.train.precision,
+        channels_last=cfg.train.channels_last,
+    )
+    streaming = f"streamed from {len(task.train.shards)} train shards, shuffle buffer {task.buffer_size} examples"
+    if env.world_size > 1:
+        global_batch = per_world(cfg.train, env.world_size).batch_size
+        used = task.num_batches(global_batch) * global_batch
+        streaming += (f", {env.world_size} ranks reading whole shards: {used:,} of {counts['train']:,} train examples "
+                      "per epoch (a different remainder each epoch)")
+    info = _info(net, shards.classes, {"source": cfg.data.source, "format": "shards",
+                                       "notes": shards.notes + [streaming], "input_shape": list(in_shape),
+                                       "augmentation": task.describe_augmentation()})
+    line = (f"model: {cfg.model.name} ({info['params']:,} parameters) on {fit.device}; {streaming}; "
+            f"augmentation: {task.describe_augmentation()}")
+    return Built(net=net, task=task, info=info, model_line=line, description=cfg.model.name,
+                 own={"streaming": streaming})
+
+
+def write_records(cfg, built: Built, fit: FitContext) -> None:
+    write_run_records(fit.run_dir, built.info, fit.device, cfg.train.seed, fit.env.world_size)
+
+
+def score(cfg, prepared: Prepared, built: Built, result, fit: FitContext) -> list[dict]:
+    if isinstance(prepared.own, Sharded):
+        predicted, truth, _ = built.task.predictions(built.net, fit.device, "test")
+        classes, settings = prepared.own.shards.classes, {"data": built.own["streaming"]}
+    else:
+        _, splits = prepared.own
+        predicted = built.task.predict(built.net, splits.test_x, fit.device).argmax(1).numpy()
+        truth, classes, settings = splits.test_y.numpy(), splits.classes, {}
+    write_confusion(fit.run_dir, classes, truth, predicted)
+    return [classification_row(cfg.model.name, len(classes), truth, predicted, result, built.net, **settings)]
+
+
+def split_record(cfg, prepared: Prepared) -> dict:
+    if isinstance(prepared.own, Sharded):
+        shards = prepared.own.shards
+        return {**prepared.own.counts, "test_is_official": shards.test_is_official, "seed": shards.seed}
+    _, splits = prepared.own
+    return {"train": len(splits.train_y), "val": len(splits.val_y), "test": len(splits.test_y),
+            "test_is_official": splits.test_is_official, "seed": cfg.train.seed}
+
+
+def baselines(cfg, prepared: Prepared, built: Built, say) -> list[dict]:
+    from deepstrata.baselines.image_features import run_image_baselines
+
+    if isinstance(prepared.own, Sharded):
+        return _sharded_baselines(cfg, prepared.own, built.task, say)
+    _, splits = prepared.own
+    say("baselines: hand-engineered features (HOG + intensity histogram, raw pixels) → logistic regression")
+    return [baseline.row() for baseline in run_image_baselines(
+        splits.train_x, splits.train_y, splits.val_x, splits.val_y, splits.test_x, splits.test_y,
+        len(splits.classes), seed=cfg.train.seed)]
+
+
+def _sharded_baselines(cfg, sharded: Sharded, task, say) -> list[dict]:
+    """Fitted on a seeded sample of the train and val shards, scored on the whole test split — or skipped,
+    with a line, when the test split is larger than the baselines may load."""
+    from deepstrata.baselines.image_features import run_image_baselines
+    from deepstrata.families.image.streaming import BASELINE_MAX_TEST_BYTES, BASELINE_TRAIN_SAMPLE, BASELINE_VAL_SAMPLE
+
+    shards, counts = sharded.shards, sharded.counts
+    if shards.nbytes("test") > BASELINE_MAX_TEST_BYTES:
+        say(f"baselines: skipped — the test split ({shards.nbytes('test') / 1e6:.0f} MB of pixels) is "
+            f"larger than the {BASELINE_MAX_TEST_BYTES // 2**20} MiB the baselines may load")
+        return []
+    train_x, train_y = task.sample("train", BASELINE_TRAIN_SAMPLE, cfg.train.seed)
+    val_x, val_y = task.sample("val", BASELINE_VAL_SAMPLE, cfg.train.seed)
+    test_x, test_y = task.sample("test", counts["test"], cfg.train.seed)
+    say(f"baselines: hand-engineered features → logistic regression, fitted on a sample of "
+        f"{len(train_y)} of {counts['train']} train and {len(val_y)} of {counts['val']} val images, "
+        f"scored on all {counts['test']} test images")
+    rows = []
+    for baseline in run_image_baselines(train_x, train_y, val_x, val_y, test_x, test_y, len(shards.classes),
+                                        seed=cfg.train.seed):
+        row = baseline.row()
+        row["settings"]["sampled_from_shards"] = {"train": [len(train_y), counts["train"]],
+                                                  "val": [len(val_y), counts["val"]]}
+        rows.append(row)
+    return rows
+
+
+def comparison(cfg, prepared: Prepared, rows: list[dict]) -> dict:
+    return {"task": TASK, "data": cfg.data.source, "split": split_record(cfg, prepared),
+            "primary_metric": "accuracy", "rows": rows}
+

@@ -1,1 +1,0 @@
-"""Tasks: what each kind of problem plugs into the one training loop."""
