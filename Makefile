@@ -23,6 +23,7 @@ demo: $(STAMP)
 	$(VENV)/bin/deepstrata fit --data digits --out runs/demo --overwrite
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q
 
 clean:

@@ -27,7 +27,7 @@ import torch
 
 import deepstrata as ds
 from deepstrata.recsys_metrics import METRIC_NAMES
-from deepstrata.families.recommend.recommendation import recommend_users
+from deepstrata.families.recommend.serve import recommend_users
 from results_io import result_path, write_results
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -28,7 +28,7 @@ from deepstrata.baselines.popularity import Popularity
 from deepstrata.data.interactions import leave_last_out, read_interactions
 from deepstrata.models.recsys import SASRec
 from deepstrata.recsys_metrics import evaluate_scorer
-from deepstrata.families.recommend.recommendation import model_scorer
+from deepstrata.families.recommend.tasks import model_scorer
 from results_io import result_path, write_results
 
 

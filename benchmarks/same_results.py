@@ -8,7 +8,7 @@ behaviour (issue 13): run it on the commit before and the commit after and diff 
     python benchmarks/same_results.py --out /tmp/after.json    # on the new one
     diff /tmp/before.json /tmp/after.json
 
-Timing fields (train_seconds, wall, load) are dropped; weights are compared by SHA-256.
+Timing fields (``*_seconds``, ``*_per_second``) are dropped; weights are compared by SHA-256.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ TIMING = {"train_seconds", "wall_seconds", "load_seconds", "seconds", "fit_secon
 
 def _without_timing(value):
     if isinstance(value, dict):
-        return {k: _without_timing(v) for k, v in value.items() if k not in TIMING and not k.endswith("_seconds")}
+        return {k: _without_timing(v) for k, v in value.items()
+                if k not in TIMING and not k.endswith(("_seconds", "_per_second"))}
     if isinstance(value, list):
         return [_without_timing(v) for v in value]
     return value

@@ -29,7 +29,7 @@ from deepstrata.config import TrainConfig  # noqa: E402
 from deepstrata.data.text import load_text  # noqa: E402
 from deepstrata.data.tokenizer import TextTokenizer  # noqa: E402
 from deepstrata.engine.loop import train  # noqa: E402
-from deepstrata.families.text.classification import TextClassificationTask, pooled_features  # noqa: E402
+from deepstrata.families.text.tasks import TextClassificationTask, pooled_features  # noqa: E402
 from results_io import result_path, write_results  # noqa: E402
 
 

@@ -109,9 +109,10 @@ def test_a_fit_marks_its_run_finished_and_writes_only_names_it_owns(digits_run):
 def test_the_owned_names_are_the_ones_the_tasks_write():
     from deepstrata import report
     from deepstrata.inspect.api import INSPECT_DIR
-    from deepstrata.tasks import recommendation, text_classification
+    from deepstrata.families.recommend import config as recommend_config
+    from deepstrata.families.text import fit as text_fit
 
-    for name in (text_classification.TOKENIZER_FILE, recommendation.LOG_FILE, recommendation.VOCAB_FILE,
+    for name in (text_fit.TOKENIZER_FILE, recommend_config.LOG_FILE, recommend_config.VOCAB_FILE,
                  report.REPORT_NAME, report.SECTIONS_NAME, "model.json", "config.yaml", "comparison.json"):
         assert name in rundir.OWNED_FILES, name
     assert INSPECT_DIR in rundir.OWNED_DIRS and "checkpoints" in rundir.OWNED_DIRS
@@ -256,14 +257,14 @@ def test_a_refused_resume_leaves_the_finished_run_usable(change, run_copy, tmp_p
 
 
 def test_a_fit_that_fails_after_set_up_is_marked_and_can_be_rerun(tmp_path, monkeypatch, capsys):
-    import deepstrata.api
+    import deepstrata.pipeline
 
     def out_of_memory(*args, **kwargs):
         raise RuntimeError("CUDA out of memory (simulated after set-up)")
 
     out = tmp_path / "run"
     with monkeypatch.context() as patch:
-        patch.setattr(deepstrata.api, "train", out_of_memory)
+        patch.setattr(deepstrata.pipeline, "train", out_of_memory)
         with pytest.raises(RuntimeError, match="out of memory"):
             ds.fit("digits", "cnn", out=out, epochs=1, width=8, baselines=False, quiet=True, device="cpu")
     info = marker(out)

@@ -16,15 +16,15 @@ import os
 import sys
 from pathlib import Path
 
+# Building the parser imports only these light modules: no torch, so that `deepstrata --help`
+# (and any VERB --help) answers at once; each verb imports what it runs when it runs.
 from deepstrata import __version__, cli_inspect, cli_recommend, cli_text
 from deepstrata import cli_shard
-from deepstrata.cli_args import (POSITIVE_COUNT, Parser, for_verb, in_flag_names, misapplied, number, os_error_line,
-                                 task_only, verb_parser, warn)
+from deepstrata.cli_args import (IMAGE_FORMATS, POSITIVE_COUNT, Parser, for_verb, in_flag_names, misapplied, number,
+                                 os_error_line, task_only, verb_parser, warn)
 from deepstrata.config import DEVICES, LR_SCALINGS, PRECISIONS, SCHEDULES
 from deepstrata.errors import ConfigError, DeepstrataError, Interrupted
-from deepstrata.models.registry import IMAGE_MODELS, MODEL_NAMES
-
-IMAGE_FORMATS = ("digits", "folder", "idx", "cifar")
+from deepstrata.model_names import IMAGE_MODELS, MODEL_NAMES
 
 
 def _add_fit(sub: argparse._SubParsersAction) -> None:
@@ -35,18 +35,24 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
         "and write a run directory with metrics, checkpoints, comparison.json and report.html. "
         "Options left out come from --config, then from the defaults.",
     )
+    # General options first, then one group per family (image here, text and recommendation from
+    # their modules). Options are added in their historical order, whatever their group: the usage
+    # line, and which misapplied flag is named first, stay as they were.
+    image = p.add_argument_group("image options", "image data: 'digits', a named set, an image folder, an IDX "
+                                 "directory, CIFAR-10 batches or a shard directory")
     p.add_argument("--data", metavar="SOURCE", help="'digits' (default), 'mnist', 'fashion-mnist', 'cifar10', "
                    "an image folder (one sub-folder per class), an IDX directory, CIFAR-10 python batches, "
                    "or a shard directory written by `deepstrata shard` (streamed)")
     p.add_argument("--task", choices=("image", "text", "recommend"),
                    help="what to learn (default: implied by --model and the data: images, text tables, interaction logs)")
-    p.add_argument("--format", choices=IMAGE_FORMATS, help="override the detected kind of SOURCE")
-    task_only(p.add_argument("--data-dir", metavar="DIR",
-                             help="cache for named data sets (default $DEEPSTRATA_DATA or ~/.cache/deepstrata)"), "image")
-    task_only(p.add_argument("--image-size", type=number("data.image_size"), metavar="PX",
-                             help="resize folder images to PX x PX (default: their most common size)"), "image")
-    task_only(p.add_argument("--skip-bad", action="store_true", default=None,
-                             help="skip unreadable images in a folder (the count is reported)"), "image")
+    image.add_argument("--format", choices=IMAGE_FORMATS, help="override the detected kind of SOURCE")
+    task_only(image.add_argument("--data-dir", metavar="DIR",
+                                 help="cache for named data sets (default $DEEPSTRATA_DATA or ~/.cache/deepstrata)"),
+              "image")
+    task_only(image.add_argument("--image-size", type=number("data.image_size"), metavar="PX",
+                                 help="resize folder images to PX x PX (default: their most common size)"), "image")
+    task_only(image.add_argument("--skip-bad", action="store_true", default=None,
+                                 help="skip unreadable images in a folder (the count is reported)"), "image")
     task_only(p.add_argument("--val-fraction", type=number("data.val_fraction"), metavar="F",
                              help="share of the training data held out for validation (default 0.1); image runs "
                                   "also take 0: no validation split, train on all of it and keep the last epoch"),
@@ -155,16 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _fit_task(args: argparse.Namespace) -> str:
     """image, text or recommend: what ``api.fit`` will make of these arguments (as it decides it)."""
-    from deepstrata.api import detect_task, task_of_config
-    from deepstrata.config import load_config
+    from deepstrata.api import fit_family
 
-    task = args.task
-    saved = Path(args.out) / "config.yaml" if args.resume and args.out else None
-    if task is None and args.data is None and saved is not None and saved.is_file():
-        task = {"text-classification": "text", "recommendation": "recommend"}.get(load_config(saved).task, "image")
-    if task is None and args.config is not None:
-        task = task_of_config(args.config)
-    return detect_task(args.data, args.model, task)
+    return fit_family(args.data, args.model, args.task, args.config, args.out, args.resume)
 
 
 def _warn_if_oversubscribed(devices: int, device: str | None) -> None:
@@ -233,17 +232,8 @@ def _predict(args: argparse.Namespace) -> int:
     from deepstrata.run import load
 
     run = load(args.run)
-    if run.task == "text-classification":
-        return cli_text.predict_text(run, args)
-    if not args.paths:
-        raise DeepstrataError("predict: give image files or folders")
-    predictions = run.predict(args.paths)
-    if args.json:
-        print(json.dumps([p.to_dict() for p in predictions], indent=2))
-    else:
-        width = max(len(p.path) for p in predictions)
-        for p in predictions:
-            print(f"{p.path:<{width}}  {p.label}  {p.probability:.4f}")
+    predictions = run.predict(run.family.predict_inputs(run, list(args.paths), args.file, args.text_column))
+    print(run.family.render_predictions(predictions, args.json))
     return 0
 
 

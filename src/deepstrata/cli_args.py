@@ -27,6 +27,10 @@ from deepstrata.config import NUMBERS, Number
 from deepstrata.errors import ConfigError, DeepstrataError
 
 SECTIONS = ("data", "model", "train", "text", "recommend")
+
+# What ``--format`` takes for an image source: ``data.images.FORMATS``, written out here so that
+# building the parser does not import the data loaders (and torch); a test keeps the two equal.
+IMAGE_FORMATS = ("digits", "folder", "idx", "cifar")
 _KEY = re.compile(r"\b(" + "|".join(SECTIONS) + r")\.([a-z_]+)\b")
 _FLAG = re.compile(r"(?<![\w-])(--?[a-zA-Z][\w-]*)")
 

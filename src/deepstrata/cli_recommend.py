@@ -16,7 +16,8 @@ from deepstrata.config import SPLITS
 
 def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``fit --task recommend`` (dests match ``RecommendConfig`` fields)."""
-    group = p.add_argument_group("recommendation (--task recommend, --model sasrec|mf)")
+    group = p.add_argument_group("recommendation options", "interaction logs (--task recommend, --model sasrec|mf); "
+                                 "--dim, --layers, --heads and --dropout of the text options size these models too")
     group.add_argument("--user-column", metavar="NAME", help="user id column (default: user_id, userId, user …)")
     group.add_argument("--item-column", metavar="NAME", help="item id column (default: item_id, movieId, item …)")
     group.add_argument("--rating-column", metavar="NAME", help="explicit rating column (default: rating, when "
@@ -104,9 +105,9 @@ def similar(args: argparse.Namespace) -> int:
 
 def update(args: argparse.Namespace) -> int:
     from deepstrata.run import load
-    from deepstrata.families.recommend.recommendation import update_run
+    from deepstrata.families.recommend.update import update_run
 
-    run, record = update_run(load(args.run), args.data, out=args.out, epochs=args.epochs, quiet=args.quiet)
+    path, record = update_run(load(args.run), args.data, out=args.out, epochs=args.epochs, quiet=args.quiet)
     if args.json:
         print(json.dumps(record, indent=2))
         return 0
@@ -115,7 +116,7 @@ def update(args: argparse.Namespace) -> int:
     for when in ("before", "after"):
         metrics = "  ".join(f"{k}={v:.4f}" for k, v in record[when].items())
         print(f"{when:>6}: {metrics}")
-    print(f"run directory: {run.path}", file=sys.stdout)
+    print(f"run directory: {path}", file=sys.stdout)
     return 0
 
 

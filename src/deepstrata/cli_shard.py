@@ -9,11 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from deepstrata.cli_args import IMAGE_FORMATS as FORMATS
 from deepstrata.cli_args import number
 from deepstrata.config import DataConfig, TrainConfig
-from deepstrata.data.images import FORMATS
-from deepstrata.data.shards import DEFAULT_SHARD_SIZE
 from deepstrata.errors import ConfigError
+
+# ``data.shards.DEFAULT_SHARD_SIZE``, written out so that building the parser does not import torch
+# (a test keeps the two equal).
+DEFAULT_SHARD_SIZE = "256MB"
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

@@ -8,15 +8,14 @@ Each handler makes one API call and prints, like every other verb.
 from __future__ import annotations
 
 import argparse
-import json
 
 from deepstrata.cli_args import number, task_only
 from deepstrata.config import TEXT_FORMATS, TEXT_POOLING, TEXT_POSITIONS
 
 
 def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("text data (a .csv/.tsv/.jsonl/.parquet table, a fastText .txt, "
-                                  "a folder of class sub-folders, an aclImdb folder or archive)")
+    g = parser.add_argument_group("text options", "text data: a .csv/.tsv/.jsonl/.parquet table, a fastText .txt, "
+                                  "a folder of class sub-folders, an aclImdb folder or archive")
     _add_text_arguments(g)
     shared = ("dim", "layers", "heads", "dropout")  # recommendation models take these too
     for action in g._group_actions:
@@ -66,7 +65,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def embed(args: argparse.Namespace) -> int:
     from deepstrata.run import load
-    from deepstrata.families.text.classification import read_input_texts, save_text_features
+    from deepstrata.families.text.verbs import read_input_texts, save_text_features
 
     run = load(args.run)
     texts = read_input_texts(args.data, run, args.text_column)
@@ -77,24 +76,4 @@ def embed(args: argparse.Namespace) -> int:
     else:
         path = save_text_features(features, args.out)
         print(f"{path}: {features.shape[0]} vectors of {features.shape[1]}")
-    return 0
-
-
-def predict_text(run, args: argparse.Namespace) -> int:
-    """``predict`` for a text run: positional arguments are texts; ``--file`` adds a file's texts."""
-    from deepstrata.errors import DataError
-    from deepstrata.families.text.classification import read_input_texts
-
-    texts = list(args.paths)
-    if args.file:
-        texts += read_input_texts(args.file, run, args.text_column)
-    if not texts:
-        raise DataError("predict: give texts as arguments or --file FILE")
-    predictions = run.predict(texts)
-    if args.json:
-        print(json.dumps([p.to_dict() for p in predictions], indent=2, ensure_ascii=False))
-    else:
-        for p in predictions:
-            shown = " ".join(p.text.split())
-            print(f"{p.label}\t{p.probability:.4f}\t{shown[:80] + ('…' if len(shown) > 80 else '')}")
     return 0

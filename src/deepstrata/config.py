@@ -197,7 +197,7 @@ class ModelConfig:
     depth: int | None = None
 
     def __post_init__(self) -> None:
-        from deepstrata.models.registry import MODEL_NAMES
+        from deepstrata.model_names import MODEL_NAMES
 
         _check_choice("model.name", self.name, MODEL_NAMES)
         _check_numbers(self, "model")

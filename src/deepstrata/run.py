@@ -66,7 +66,7 @@ class Run:
 
     @property
     def task(self) -> str:
-        return self.info.get("task", "image-classification")
+        return self.family.task
 
     @property
     def kind(self) -> str:
@@ -149,16 +149,22 @@ class Run:
         """One vector per text ``[N, D]``, or with ``per_token`` one per token with the tokens (text runs)."""
         return self.family.embed(self, texts, per_token)
 
-    def features(self, x, layer: str = "stage2", *, data_dir: str | None = None, with_ids: bool = False):
-        """Pooled features ``[N, D]`` of one named layer for ``x``: a tensor of inputs or a data source string.
+    def features(self, x, layer: str = "stage2", *, data_dir: str | None = None, with_ids: bool = False,
+                 batch_size: int = 256):
+        """Pooled features ``[N, D]`` of one named layer for ``x``: inputs, or a data source string.
 
-        A name the model does not have raises ``ConfigError`` listing the ones it has. A
-        recommender's ``item_embedding`` gives one row per item; ``with_ids`` returns
-        ``(features, ids)``, the user or item id of each row (``None`` for images and texts).
+        ``x``: for an image run a tensor of images or a data source (every image of it); for
+        a text run a list of texts, or a file of texts (a ``str`` is always a file name); for a
+        recommendation run user ids, or the run's own source for every user. A recommender's
+        ``item_embedding`` is its item table: one row per item. A name the model does not have
+        raises ``ConfigError`` listing the ones it has. ``with_ids`` returns ``(features, ids)``,
+        the user or item id of each row (``None`` for images and texts).
         """
-        from deepstrata.inspect.api import features
+        from deepstrata.inspect.taps import parse_layers
 
-        return features(self, x, layer, data_dir=data_dir, with_ids=with_ids)
+        parse_layers(self.model, [layer])
+        values, ids = self.family.features(self, x, layer, data_dir=data_dir, batch_size=batch_size)
+        return (values, ids) if with_ids else values
 
     def inspect(self, data: str | None = None, **kwargs):
         """Probes, CKA, projections and pictures of every layer (see ``deepstrata.inspect.inspect_run``)."""
@@ -185,7 +191,7 @@ def _family_of(info: dict, path: Path):
     file is named rather than met as a KeyError later."""
     from deepstrata import families
 
-    task = info.get("task", "image-classification") if isinstance(info, dict) else None
+    task = info.get("task", families.get(families.DEFAULT).task) if isinstance(info, dict) else None
     family = families.for_task(task) if isinstance(task, str) else None
     if family is None:
         raise runfiles.damaged(path, f"unknown task {task!r}; expected one of {', '.join(families.tasks())}")

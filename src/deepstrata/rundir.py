@@ -56,8 +56,8 @@ OWNED_FILES = frozenset({
     MARKER, LOCK,
     "config.yaml", "model.json", "provenance.json", "metrics.jsonl", "comparison.json", "confusion.json",
     "report.html", "report_sections.json",   # report.write_report
-    "tokenizer.json",                         # text runs (text_classification.TOKENIZER_FILE)
-    "interactions.npz", "vocab.json",         # recommendation runs (recommendation.LOG_FILE, VOCAB_FILE)
+    "tokenizer.json",                         # text runs (families.text.fit.TOKENIZER_FILE)
+    "interactions.npz", "vocab.json",         # recommendation runs (families.recommend.config.LOG_FILE, VOCAB_FILE)
 })
 """Files a run directory's top level may hold that deepstrata wrote; nothing else is ever removed."""
 OWNED_DIRS = frozenset({"checkpoints", "inspect"})

@@ -58,7 +58,7 @@ def test_random_control_is_the_same_architecture_freshly_initialised():
 
 
 def test_trained_digits_cnn_beats_its_random_init_at_the_last_stage(digits_run):
-    from deepstrata.inspect.data import load_image_sample
+    from deepstrata.families.image.inspect import load_image_sample
     from deepstrata.run import Run
 
     run = Run(digits_run)

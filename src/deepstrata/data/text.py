@@ -156,8 +156,8 @@ def read_texts(source: str | Path, *, text_column: str | None = None, encoding: 
     if fmt in ("folder", "fasttext"):
         raise DataError(f"{path}: expected a .txt file (one text per line) or a table (.csv, .tsv, .jsonl, .parquet)")
     table = read_table(path, fmt, encoding=encoding)
-    columns = _text_columns(table, text_column, label_column=None)
-    return [_joined(table, columns, row) for row in range(len(table.rows))]
+    columns = text_columns(table, text_column, label_column=None)
+    return [joined_text(table, columns, row) for row in range(len(table.rows))]
 
 
 def split_text(ds: TextDataset, *, seed: int, val_fraction: float = 0.1, test_fraction: float = 0.2) -> TextSplits:
@@ -365,7 +365,7 @@ def _zhang_layout(table: Table) -> bool:
     return all(v.strip().isdigit() for v in first) and len(set(first)) <= 100
 
 
-def _text_columns(table: Table, text_column: str | None, label_column: str | None) -> list[str]:
+def text_columns(table: Table, text_column: str | None, label_column: str | None) -> list[str]:
     if text_column is not None:
         if text_column in table.columns:
             return [text_column]
@@ -419,7 +419,7 @@ def _label_like(table: Table, column: str) -> bool:
     return len(distinct) <= min(100, max(2, len(values) // 2)) and _mean_length(table, column) <= 30
 
 
-def _joined(table: Table, columns: list[str], row: int) -> str:
+def joined_text(table: Table, columns: list[str], row: int) -> str:
     cells = [table.rows[row][table.column(c)] for c in columns]
     return " ".join(c for c in cells if c)
 
@@ -431,11 +431,11 @@ def _zhang_unescape(text: str) -> str:
 
 def _labelled(table: Table, text_column: str | None, label_column: str | None) -> TextDataset:
     if text_column is not None and label_column is None:
-        texts = _text_columns(table, text_column, None)
+        texts = text_columns(table, text_column, None)
         label = _label_column(table, None, texts)
     else:
         label = _label_column(table, label_column, None if text_column is None else [text_column])
-        texts = _text_columns(table, text_column, label)
+        texts = text_columns(table, text_column, label)
     if label in texts:
         raise DataError(f"{table.path}: column {label!r} cannot be both the text and the label")
     notes: list[str] = []
@@ -447,7 +447,7 @@ def _labelled(table: Table, text_column: str | None, label_column: str | None) -
         if value is None or not value.strip():
             raise DataError(f"{_where(table, row)}: no label in column {label!r}; every row needs one")
         raw_labels.append(value.strip())
-    texts_out = [_joined(table, texts, row) for row in range(len(table.rows))]
+    texts_out = [joined_text(table, texts, row) for row in range(len(table.rows))]
     classes = sorted(set(raw_labels), key=_natural)
     if zhang:
         texts_out = [_zhang_unescape(t) for t in texts_out]

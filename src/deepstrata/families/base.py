@@ -149,6 +149,16 @@ class Family:
     def predict(self, run, inputs):
         self.refuse(run, "predict")
 
+    def predict_inputs(self, run, paths: list[str], file, column) -> list:
+        """What ``deepstrata predict`` labels: its PATH arguments and ``--file`` (texts), as ``predict`` takes them."""
+        self.refuse(run, "predict")
+
+    def render_predictions(self, predictions: list, as_json: bool) -> str:
+        """How ``deepstrata predict`` prints an answer: aligned lines, or JSON."""
+        import json
+
+        return json.dumps([p.to_dict() for p in predictions], indent=2, ensure_ascii=False)
+
     def evaluate(self, run, data, data_dir):
         raise NotImplementedError
 

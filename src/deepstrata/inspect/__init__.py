@@ -7,7 +7,16 @@ layer. The pieces (``taps``, ``probes``, ``cka``, ``projections``, ``visuals``) 
 model that names its layers.
 """
 
-from deepstrata.inspect.api import InspectionResult, features, inspect_run
+from deepstrata.inspect import api as _api
+from deepstrata.inspect.api import InspectionResult, features
 from deepstrata.inspect.taps import LayerFeatures, extract, pool, tap
+
+
+def inspect_run(run, *args, **kwargs) -> InspectionResult:
+    """``inspect.api.inspect_run`` for a ``Run`` or a run directory (opened here: this package's face is
+    public API, above ``deepstrata.run``; the measuring code below it only ever gets a ``Run``)."""
+    from deepstrata.run import Run
+
+    return _api.inspect_run(run if isinstance(run, Run) else Run(run), *args, **kwargs)
 
 __all__ = ["InspectionResult", "LayerFeatures", "extract", "features", "inspect_run", "pool", "tap"]

@@ -144,7 +144,8 @@ def inspect_run(
     write: bool = True,
     batch_size: int = 256,
 ) -> InspectionResult:
-    """Inspect ``run`` (a ``Run`` or a run directory) on up to ``samples`` held-out examples.
+    """Inspect ``run`` (a ``Run``; ``deepstrata.inspect.inspect_run`` also takes a run directory) on up to
+    ``samples`` held-out examples.
 
     ``layers``: names (list or ``"stem,stage2"``), default every layer with one output
     per example; an unknown name raises ``ConfigError`` listing the real ones before any
@@ -153,11 +154,8 @@ def inspect_run(
     model's report shows. With ``write``, writes ``RUN/inspect/report.html`` and
     ``summary.json`` and re-renders the run's report so that it links to them.
     """
-    from deepstrata.run import Run
-
     started = time.perf_counter()
     seconds: dict[str, float] = {}
-    run = run if isinstance(run, Run) else Run(run)
     model = run.model
     names = parse_layers(model, layers)
     samples = inspect_data.check_samples(samples)
@@ -262,15 +260,5 @@ def inspect_run(
 
 def features(run, x, layer: str = "stage2", *, data_dir: str | None = None, batch_size: int = 256,
              with_ids: bool = False):
-    """Pooled features ``[N, D]`` of one named layer (with ``with_ids``, also the id of each row).
-
-    ``x``: for an image run a tensor of images or a data source (every image of it); for
-    a text run a list of texts, or a file of texts (a ``str`` is always a file name); for a
-    recommendation run user ids, or the run's own source for every user. A recommender's
-    ``item_embedding`` is its item table: one row per item (``x`` item ids, or the run's
-    source for every item). Row ids are user or item ids for a recommender, else ``None``.
-    """
-    model = run.model
-    parse_layers(model, [layer])
-    values, ids = run.family.features(run, x, layer, data_dir=data_dir, batch_size=batch_size)
-    return (values, ids) if with_ids else values
+    """Pooled features ``[N, D]`` of one named layer of ``run`` (a ``Run``); see ``Run.features``."""
+    return run.features(x, layer, data_dir=data_dir, with_ids=with_ids, batch_size=batch_size)

@@ -13,6 +13,7 @@ from typing import Callable
 from torch import nn
 
 from deepstrata.errors import RunError
+from deepstrata.model_names import IMAGE_MODELS, MODEL_NAMES, RECOMMEND_MODELS, TEXT_MODELS  # noqa: F401
 
 
 def _image(family: str) -> Callable[[dict], nn.Module]:
@@ -51,10 +52,6 @@ def _recsys(family: str) -> Callable[[dict], nn.Module]:
 BUILDERS["mf"] = _recsys("mf")
 BUILDERS["sasrec"] = _recsys("sasrec")
 
-IMAGE_MODELS: tuple[str, ...] = ("cnn", "mlp", "whitened-cnn")
-TEXT_MODELS: tuple[str, ...] = ("transformer", "minilm")
-RECOMMEND_MODELS: tuple[str, ...] = ("sasrec", "mf")
-
 
 def _text(family: str) -> Callable[[dict], nn.Module]:
     def build(spec: dict) -> nn.Module:
@@ -71,9 +68,6 @@ def _text(family: str) -> Callable[[dict], nn.Module]:
 
 BUILDERS["transformer"] = _text("transformer")
 BUILDERS["minilm"] = _text("minilm")
-
-# Every name accepted by --model / ModelConfig.name.
-MODEL_NAMES: tuple[str, ...] = IMAGE_MODELS + TEXT_MODELS + RECOMMEND_MODELS
 
 
 def build_image_model(name: str, in_shape, num_classes: int, **kwargs) -> nn.Module:

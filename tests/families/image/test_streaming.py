@@ -283,7 +283,7 @@ def test_two_processes_each_read_their_own_shards(tmp_path):
 
     shards = write_shards(read_digits(), tmp_path / "shards", "20kB")
     env = {**{k: v for k, v in os.environ.items() if k not in distributed.RANK_VARIABLES},
-           "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"), "OMP_NUM_THREADS": "1"}
+           "PYTHONPATH": str(Path(__file__).resolve().parents[3] / "src"), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "deepstrata", "fit", "--data", str(shards.root), "--out",
                            str(tmp_path / "run"), "--epochs", "2", "--width", "8", "--batch-size", "64", "--device",
                            "cpu", "--no-baselines", "--quiet", "--devices", "2"],

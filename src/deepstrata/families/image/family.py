@@ -7,8 +7,9 @@ import sys
 from deepstrata import runfiles
 from deepstrata.families.base import Built, Family, FitContext, Prepared
 from deepstrata.families.image import fit as image_fit
+from deepstrata.model_names import IMAGE_MODELS
 
-MODELS = ("cnn", "mlp", "whitened-cnn")
+MODELS = IMAGE_MODELS
 
 
 class ImageFamily(Family):
@@ -65,6 +66,21 @@ class ImageFamily(Family):
         from deepstrata.families.image.verbs import predict
 
         return predict(run, inputs)
+
+    def predict_inputs(self, run, paths: list[str], file, column) -> list:
+        from deepstrata.errors import DeepstrataError
+
+        if not paths:
+            raise DeepstrataError("predict: give image files or folders")
+        return paths
+
+    def render_predictions(self, predictions: list, as_json: bool) -> str:
+        import json
+
+        if as_json:
+            return json.dumps([p.to_dict() for p in predictions], indent=2)
+        width = max(len(p.path) for p in predictions)
+        return "\n".join(f"{p.path:<{width}}  {p.label}  {p.probability:.4f}" for p in predictions)
 
     def evaluate(self, run, data, data_dir):
         from deepstrata.families.image.verbs import evaluate

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deepstrata.families.base import Family
+from deepstrata.families.base import Built, Family, FitContext, Prepared
+from deepstrata.model_names import RECOMMEND_MODELS
 
 TASK = "recommendation"
-MODELS = ("sasrec", "mf")
+MODELS = RECOMMEND_MODELS
 LOG_NAMES = ("u.data", "ratings.dat", "ratings.csv")  # MovieLens interaction logs
 
 
@@ -23,26 +24,73 @@ class RecommendFamily(Family):
             return getattr(data, "task", None) == "recommend"
         return isinstance(data, (str, Path)) and Path(data).name.lower() in LOG_NAMES
 
-    # --- a finished run -----------------------------------------------------------------
+    # --- fit (families.recommend.fit) ---------------------------------------------------
+    def resolve_config(self, data, model, config, overrides: dict):
+        from deepstrata.families.recommend.config import resolve_recommend_config
+
+        return resolve_recommend_config(config, data, model, overrides)
+
+    def read(self, cfg, data) -> Prepared:
+        from deepstrata.families.recommend import fit
+
+        return fit.read(cfg)
+
+    def describe(self, cfg, prepared: Prepared, load_seconds: float) -> list[str]:
+        from deepstrata.families.recommend import fit
+
+        return fit.describe(prepared, load_seconds)
+
+    def build(self, cfg, prepared: Prepared, fit: FitContext) -> Built:
+        from deepstrata.families.recommend.fit import build
+
+        return build(cfg, prepared, fit)
+
+    def write_records(self, cfg, prepared: Prepared, built: Built, fit: FitContext) -> None:
+        from deepstrata.families.recommend.fit import write_records
+
+        write_records(cfg, prepared, built, fit)
+
+    def score(self, cfg, prepared: Prepared, built: Built, result, fit: FitContext) -> list[dict]:
+        from deepstrata.families.recommend.fit import score
+
+        return score(cfg, prepared, built, result, fit)
+
+    def baselines(self, cfg, prepared: Prepared, built: Built, fit: FitContext) -> tuple[list[dict], dict]:
+        from deepstrata.families.recommend.fit import baselines
+
+        return baselines(cfg, prepared, fit.quiet), {}
+
+    def comparison(self, cfg, prepared: Prepared, rows: list[dict]) -> dict:
+        from deepstrata.families.recommend.fit import comparison
+
+        return comparison(cfg, prepared, rows)
+
+    def report_sections(self, cfg, prepared: Prepared, built: Built, rows: list[dict]) -> list[tuple[str, str]]:
+        from deepstrata.families.recommend.fit import report_sections
+
+        return report_sections(prepared)
+
+    # --- a finished run (families.recommend.serve, .update) -----------------------------
     def evaluate(self, run, data, data_dir):
-        from deepstrata.families.recommend.recommendation import evaluate_recommender
+        from deepstrata.families.recommend.serve import evaluate_recommender
 
         return evaluate_recommender(run, data)
 
     def recommend(self, run, user, k: int):
-        from deepstrata.families.recommend.recommendation import recommend
+        from deepstrata.families.recommend.serve import recommend
 
         return recommend(run, user, k)
 
     def similar(self, run, item, k: int):
-        from deepstrata.families.recommend.recommendation import similar
+        from deepstrata.families.recommend.serve import similar
 
         return similar(run, item, k)
 
     def update(self, run, data, out, epochs, quiet):
-        from deepstrata.families.recommend.recommendation import update_run
+        from deepstrata.families.recommend.update import update_run
 
-        return update_run(run, data, out=out, epochs=epochs, quiet=quiet)[0].path
+        path, _ = update_run(run, data, out=out, epochs=epochs, quiet=quiet)
+        return path
 
     def inspect_sample(self, run, data, *, samples: int, seed: int, data_dir):
         from deepstrata.families.recommend.inspect import load_user_sample

@@ -33,7 +33,7 @@ def _terciles(values: np.ndarray, unit: str) -> tuple[np.ndarray, list[str]]:
 
 def _model_inputs(model, histories: list[np.ndarray], users: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
     """What the recommender reads per user: its left-padded history (sequential models) or its index."""
-    from deepstrata.families.recommend.recommendation import padded_sequences
+    from deepstrata.families.recommend.tasks import padded_sequences
 
     if hasattr(model, "max_len"):
         sequences = padded_sequences(histories, model.max_len)
@@ -43,9 +43,9 @@ def _model_inputs(model, histories: list[np.ndarray], users: np.ndarray) -> tupl
 
 def user_inputs(run, x) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Inputs of users: ``x`` a list of user ids, or the run's own source (every user)."""
-    from deepstrata.families.recommend.recommendation import _served
+    from deepstrata.families.recommend.serve import served
 
-    state = _served(run)
+    state = served(run)
     if _is_own_source(run, x, state):
         users = np.arange(state.log.num_users)
     else:
@@ -68,9 +68,9 @@ def _is_own_source(run, x, state) -> bool:
 
 def user_ids(run, x) -> list[str]:
     """The user ids of the rows ``user_inputs`` gives for ``x``."""
-    from deepstrata.families.recommend.recommendation import _served
+    from deepstrata.families.recommend.serve import served
 
-    state = _served(run)
+    state = served(run)
     if _is_own_source(run, x, state):
         return list(state.log.user_ids)
     return [str(u) for u in ([x] if isinstance(x, (str, int)) else x)]
@@ -82,9 +82,9 @@ def item_table(run, x=None) -> tuple[np.ndarray, list[str]]:
     ``x``: the run's own source (or ``None``) for every item, in the run's item order; else item ids.
     """
     from deepstrata import runfiles
-    from deepstrata.families.recommend.recommendation import _served
+    from deepstrata.families.recommend.serve import served
 
-    state = _served(run)
+    state = served(run)
     with torch.inference_mode():
         vectors = run.model.item_features().float().cpu().numpy()
     if len(vectors) != state.log.num_items:
@@ -103,11 +103,11 @@ def item_table(run, x=None) -> tuple[np.ndarray, list[str]]:
 
 def load_user_sample(run, data: str | None = None, *, samples: int = 2000, seed: int = 0) -> InspectData:
     """Up to ``samples`` users with at least one event: their histories (or ids) as the model takes them."""
-    from deepstrata.families.recommend.recommendation import _served
+    from deepstrata.families.recommend.serve import served
 
     if data is not None:
         raise ConfigError("--data: a recommendation run is inspected on its own interaction log; leave --data out")
-    state = _served(run)
+    state = served(run)
     active = np.array([u for u, h in enumerate(state.histories) if len(h)], dtype=np.int64)
     if len(active) < 4:
         raise DataError(f"{run.path}: {len(active)} users with events; inspection needs at least 4")

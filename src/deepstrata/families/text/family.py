@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from deepstrata import runfiles
-from deepstrata.families.base import Family
+from deepstrata.families.base import Built, Family, FitContext, Prepared
+from deepstrata.model_names import TEXT_MODELS
 
 TASK = "text-classification"
-MODELS = ("transformer", "minilm")
+MODELS = TEXT_MODELS
 TEXT_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet", ".txt")
 
 
@@ -29,6 +30,61 @@ class TextFamily(Family):
             return lowered.endswith(TEXT_SUFFIXES) or "aclimdb" in lowered
         return False
 
+    # --- fit ----------------------------------------------------------------------------
+    def resolve_config(self, data, model, config, overrides: dict):
+        from deepstrata.families.text.config import resolve_text_config
+        from deepstrata.families.text.fit import check_config
+
+        cfg = resolve_text_config(data, model, config, overrides)
+        check_config(cfg)  # refused before anything is read or written
+        return cfg
+
+    def read(self, cfg, data) -> Prepared:
+        from deepstrata.families.text.fit import read
+
+        return read(cfg, data)
+
+    def describe(self, cfg, prepared: Prepared, load_seconds: float) -> list[str]:
+        from deepstrata.families.text.fit import describe
+
+        return describe(cfg, prepared, load_seconds)
+
+    def check_world(self, cfg, prepared: Prepared, world_size: int) -> None:
+        from deepstrata.families.text.fit import check_world
+
+        check_world(cfg, world_size)
+
+    def build(self, cfg, prepared: Prepared, fit: FitContext) -> Built:
+        from deepstrata.families.text.fit import build
+
+        return build(cfg, prepared, fit)
+
+    def write_records(self, cfg, prepared: Prepared, built: Built, fit: FitContext) -> None:
+        from deepstrata.families.text.fit import write_records
+
+        write_records(cfg, built, fit)
+
+    def score(self, cfg, prepared: Prepared, built: Built, result, fit: FitContext) -> list[dict]:
+        from deepstrata.families.text.fit import score
+
+        return score(cfg, prepared, built, result, fit)
+
+    def baselines(self, cfg, prepared: Prepared, built: Built, fit: FitContext) -> tuple[list[dict], dict]:
+        from deepstrata.families.text.fit import baselines
+
+        rows, skipped = baselines(cfg, prepared, fit)
+        return rows, ({"skipped": skipped} if skipped else {})
+
+    def comparison(self, cfg, prepared: Prepared, rows: list[dict]) -> dict:
+        from deepstrata.families.text.fit import comparison
+
+        return comparison(cfg, prepared, rows)
+
+    def report_sections(self, cfg, prepared: Prepared, built: Built, rows: list[dict]) -> list[tuple[str, str]]:
+        from deepstrata.families.text.fit import report_sections
+
+        return report_sections(prepared, built, rows)
+
     # --- a finished run -----------------------------------------------------------------
     def check_info(self, info: dict, path) -> None:
         if len(runfiles.string_list(info, "classes", path)) < 2:
@@ -38,19 +94,42 @@ class TextFamily(Family):
         runfiles.field(text, "max_length", int, path, where="text.")
 
     def predict(self, run, inputs):
-        from deepstrata.families.text.classification import predict_texts
+        from deepstrata.families.text.verbs import predict_texts
 
         return predict_texts(run, inputs)
 
     def evaluate(self, run, data, data_dir):
-        from deepstrata.families.text.classification import evaluate_text
+        from deepstrata.families.text.verbs import evaluate_text
 
         if data is not None:
             self.check_source(run, data, "evaluate")
         return evaluate_text(run, data)
 
+    def predict_inputs(self, run, paths: list[str], file, column) -> list:
+        """Texts: the PATH arguments are texts themselves; ``--file`` adds a file's texts."""
+        from deepstrata.errors import DataError
+        from deepstrata.families.text.verbs import read_input_texts
+
+        texts = list(paths)
+        if file:
+            texts += read_input_texts(file, run, column)
+        if not texts:
+            raise DataError("predict: give texts as arguments or --file FILE")
+        return texts
+
+    def render_predictions(self, predictions: list, as_json: bool) -> str:
+        import json
+
+        if as_json:
+            return json.dumps([p.to_dict() for p in predictions], indent=2, ensure_ascii=False)
+        lines = []
+        for p in predictions:
+            shown = " ".join(p.text.split())
+            lines.append(f"{p.label}\t{p.probability:.4f}\t{shown[:80] + ('…' if len(shown) > 80 else '')}")
+        return "\n".join(lines)
+
     def embed(self, run, texts, per_token: bool):
-        from deepstrata.families.text.classification import embed_texts
+        from deepstrata.families.text.verbs import embed_texts
 
         return embed_texts(run, texts, per_token)
 

@@ -34,7 +34,7 @@ def load_text_sample(run, data: str | None = None, *, samples: int = 2000, seed:
     from deepstrata.data.text import load_text, split_text
     from deepstrata.data.tokenizer import pad_batch
     from deepstrata.errors import DataError
-    from deepstrata.families.text.classification import _run_tokenizer
+    from deepstrata.families.text.verbs import run_tokenizer
 
     cfg = run.config
     t = cfg.text
@@ -56,7 +56,7 @@ def load_text_sample(run, data: str | None = None, *, samples: int = 2000, seed:
         raise DataError(f"{source}: {len(labels)} held-out texts; inspection needs at least 4")
     rows = sample_rows(len(labels), samples, seed)
     texts = [texts[i] for i in rows]
-    tokenizer = _run_tokenizer(run)
+    tokenizer = run_tokenizer(run)
     encoded = tokenizer.encode(texts, with_offsets=True)
     ids = torch.from_numpy(pad_batch(encoded.ids, tokenizer.pad_id))
     description = (f"{dataset.source or source}: {len(rows)} of {len(labels)} texts of the {which}"
@@ -77,7 +77,7 @@ def text_inputs(run, x) -> tuple[torch.Tensor, torch.Tensor]:
 
     from deepstrata.data.tokenizer import pad_batch
     from deepstrata.errors import DataError
-    from deepstrata.families.text.classification import _as_texts, _run_tokenizer, read_input_texts
+    from deepstrata.families.text.verbs import as_texts, read_input_texts, run_tokenizer
 
     if isinstance(x, (str, Path)):
         if not Path(x).exists():
@@ -86,8 +86,8 @@ def text_inputs(run, x) -> tuple[torch.Tensor, torch.Tensor]:
                             "go in a list)")
         texts = read_input_texts(x, run)
     else:
-        texts = _as_texts(x)
-    tokenizer = _run_tokenizer(run)
+        texts = as_texts(x)
+    tokenizer = run_tokenizer(run)
     ids = torch.from_numpy(pad_batch(tokenizer.encode(texts).ids, tokenizer.pad_id))
     return ids, ids != tokenizer.pad_id
 

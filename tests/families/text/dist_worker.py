@@ -25,9 +25,9 @@ from deepstrata.engine import distributed
 from deepstrata.engine.checkpoint import save_weights
 from deepstrata.engine.loop import train
 from deepstrata.models.transformer import TransformerClassifier
-from deepstrata.families.text.classification import TextClassificationTask
+from deepstrata.families.text.tasks import TextClassificationTask
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script by torchrun: find `tests`
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # run as a script by torchrun: find `tests`
 from tests.engine.test_loop import CrashingTask  # noqa: E402
 
 TOPICS = (("goal", "match", "striker", "league", "coach", "score"),

@@ -23,14 +23,14 @@ from safetensors.torch import load_file
 from deepstrata.engine import checkpoint as ckpt
 from deepstrata.engine import distributed
 from deepstrata.errors import ConfigError
-from deepstrata.families.text.classification import TextClassificationTask
+from deepstrata.families.text.tasks import TextClassificationTask
 from deepstrata.cli import main as cli
-from tests.text.text_dist_worker import corpus
-from tests.text.text_dist_worker import main as worker
+from tests.families.text.dist_worker import corpus
+from tests.families.text.dist_worker import main as worker
 from tests.run_files import checkpoint_file
 
-SRC = str(Path(__file__).resolve().parents[2] / "src")
-WORKER = str(Path(__file__).with_name("text_dist_worker.py"))
+SRC = str(Path(__file__).resolve().parents[3] / "src")
+WORKER = str(Path(__file__).with_name("dist_worker.py"))
 TOLERANCE = 1e-5
 
 
@@ -163,7 +163,7 @@ def test_rank_shares_make_up_the_global_batches(world, examples):
 
 
 def test_weighted_loss_scales_the_gradient_not_the_value():
-    from deepstrata.families.text.classification import weighted_loss
+    from deepstrata.families.text.tasks import weighted_loss
 
     logits = torch.randn(3, 4, requires_grad=True)
     y = torch.tensor([0, 2, 1])

@@ -7,7 +7,7 @@ import torch
 
 from deepstrata.data.interactions import InteractionLog, leave_last_out
 from deepstrata.models.recsys import MatrixFactorization, SASRec
-from deepstrata.families.recommend.recommendation import BPRTask, SequenceTask, padded_sequences, training_windows
+from deepstrata.families.recommend.tasks import BPRTask, SequenceTask, padded_sequences, training_windows
 
 
 def small_split():

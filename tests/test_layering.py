@@ -1,0 +1,43 @@
+"""The layering that import-linter cannot see: who may talk to other processes, and who may branch on a task.
+
+``make test`` runs the import-linter contracts of pyproject.toml (``lint-imports``); these
+checks add the two rules of docs/architecture.md that are about names, not module imports.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "deepstrata"
+TASK_NAMES = ("image-classification", "text-classification", "recommendation")
+
+
+def modules():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        yield path.relative_to(PACKAGE).as_posix(), path.read_text(encoding="utf-8")
+
+
+def imported(source: str) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+    return names
+
+
+def test_only_engine_distributed_imports_torch_distributed():
+    offenders = [name for name, source in modules() if name != "engine/distributed.py"
+                 and any(module.startswith(("torch.distributed", "torch.nn.parallel")) for module in imported(source))]
+    assert offenders == []
+
+
+def test_no_task_name_branches_outside_the_families():
+    """A task's name appears only in its family's folder (and the config default); verbs ask the family."""
+    pattern = re.compile("|".join(rf'["\']{re.escape(name)}["\']' for name in TASK_NAMES))
+    allowed = ("families/", "config.py")
+    offenders = [name for name, source in modules() if not name.startswith(allowed) and pattern.search(source)]
+    assert offenders == []
