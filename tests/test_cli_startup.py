@@ -59,7 +59,8 @@ def test_the_torch_free_copies_match_what_they_copy():
     from deepstrata import cli_args, cli_shard
     from deepstrata.data.images import FORMATS
     from deepstrata.data.shards import DEFAULT_SHARD_SIZE
-    from deepstrata.models import names, registry
+    from deepstrata import model_names as names
+    from deepstrata.models import registry
 
     assert cli_args.IMAGE_FORMATS == FORMATS
     assert cli_shard.DEFAULT_SHARD_SIZE == DEFAULT_SHARD_SIZE
