@@ -17,7 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deepstrata import config as cfgmod
-from deepstrata.cli import _warn_if_oversubscribed, build_parser, main
+from deepstrata.cli import build_parser, main
+from deepstrata.engine.distributed import warn_if_oversubscribed
 from deepstrata.cli_args import for_verb, os_error_line, verb_parser
 from deepstrata.config import NUMBERS, RunConfig, TrainConfig, dump_config, load_config
 from deepstrata.errors import ConfigError, DataError, RunError
@@ -297,10 +298,10 @@ def test_os_error_lines_name_the_path_and_the_reason(tmp_path):
 
 
 def test_more_devices_than_cores_warns_in_one_line(capsys):
-    _warn_if_oversubscribed(100_000, "cpu")
+    warn_if_oversubscribed(100_000, "cpu")
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("deepstrata: warning: --devices 100000 is more than the ")
-    _warn_if_oversubscribed(1, "cpu")
+    warn_if_oversubscribed(1, "cpu")
     assert capsys.readouterr().err == ""
 
 

@@ -41,3 +41,23 @@ def test_no_task_name_branches_outside_the_families():
     allowed = ("families/", "config.py")
     offenders = [name for name, source in modules() if not name.startswith(allowed) and pattern.search(source)]
     assert offenders == []
+
+
+def test_private_names_stay_in_their_module():
+    """A leading underscore means "this module only": no module imports another's private name."""
+    offenders = []
+    for name, source in modules():
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("deepstrata"):
+                offenders += [f"{name}: {node.module}.{alias.name}" for alias in node.names
+                              if alias.name.startswith("_") and not alias.name.startswith("__")]
+    assert offenders == []
+
+
+def test_the_cli_imports_no_family_engine_or_model_code():
+    """The CLI is a door: it parses and calls the API (``deepstrata.api``, ``Run``); the work is below."""
+    below = ("deepstrata.families", "deepstrata.engine", "deepstrata.models", "deepstrata.inspect.",
+             "deepstrata.pipeline", "deepstrata.baselines")
+    offenders = [f"{name}: {module}" for name, source in modules() if name.startswith("cli")
+                 for module in imported(source) if module.startswith(below)]
+    assert offenders == []

@@ -35,6 +35,30 @@ def fit_family(data, model: str | None, task: str | None, config, out, resume: b
     return pipeline.choose_family(data, model, task, config, pipeline.saved_config(out, resume)).name
 
 
+def launch_processes(argv: list[str], *, devices: int | None, resume: bool, out, batch_size: int | None,
+                     batch_per_device: bool, device: str | None) -> int | None:
+    """Re-run ``fit`` as ``devices`` local processes through torchrun when asked for more than one and not
+    already launched; returns their exit status, or None when this process should fit by itself.
+
+    A resumed run keeps the process count its config.yaml records unless ``--devices`` says otherwise.
+    """
+    from deepstrata.engine import distributed
+    from deepstrata.errors import DeepstrataError
+
+    if devices is None and resume:
+        saved = pipeline.saved_config(out, resume)
+        devices = saved.train.devices if saved is not None else 1
+    if (devices or 1) <= 1 or distributed.launched_by_torchrun():
+        return None
+    if batch_size and batch_size % devices and not batch_per_device:
+        raise DeepstrataError(f"--batch-size {batch_size} is not divisible by --devices {devices}; "
+                              f"the global batch is split evenly across processes")
+    if not out:
+        raise DeepstrataError("--devices N needs --out DIR, so that every process writes to the same run")
+    distributed.warn_if_oversubscribed(devices, device)
+    return distributed.launch(argv, devices)
+
+
 def fit(
     data=None,
     model: str | None = None,

@@ -14,14 +14,13 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
 # Building the parser imports only these light modules: no torch, so that `deepstrata --help`
 # (and any VERB --help) answers at once; each verb imports what it runs when it runs.
 from deepstrata import __version__, cli_inspect, cli_recommend, cli_text
 from deepstrata import cli_shard
 from deepstrata.cli_args import (IMAGE_FORMATS, POSITIVE_COUNT, Parser, for_verb, in_flag_names, misapplied, number,
-                                 os_error_line, task_only, verb_parser, warn)
+                                 os_error_line, task_only, verb_parser)
 from deepstrata.config import DEVICES, LR_SCALINGS, PRECISIONS, SCHEDULES
 from deepstrata.errors import ConfigError, DeepstrataError, Interrupted
 from deepstrata.model_names import IMAGE_MODELS, MODEL_NAMES
@@ -166,22 +165,6 @@ def _fit_task(args: argparse.Namespace) -> str:
     return fit_family(args.data, args.model, args.task, args.config, args.out, args.resume)
 
 
-def _warn_if_oversubscribed(devices: int, device: str | None) -> None:
-    """One line when --devices asks for more processes than there are GPUs (CUDA) or CPU cores."""
-    import torch
-
-    if (device or "auto") in ("auto", "cuda") and torch.cuda.is_available():
-        have, what = torch.cuda.device_count(), "visible GPU"
-    elif (device or "auto") in ("auto", "cpu"):
-        have = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        what = "CPU core"
-    else:
-        return
-    if devices > have:
-        warn(f"--devices {devices} is more than the {have} {what}{'s' if have != 1 else ''} here; the processes "
-             f"will share them, which is slower, not faster")
-
-
 def _fit(args: argparse.Namespace, argv_of_fit: list[str] | None = None,
          fit_parser: argparse.ArgumentParser | None = None) -> int:
     from deepstrata.api import fit
@@ -195,22 +178,13 @@ def _fit(args: argparse.Namespace, argv_of_fit: list[str] | None = None,
     misapplied_flag = misapplied(fit_parser or verb_parser(build_parser(), args), args, _fit_task(args))
     if misapplied_flag is not None:
         raise misapplied_flag
-    from deepstrata.engine import distributed
+    from deepstrata.api import launch_processes
 
-    devices = args.devices
-    if devices is None and args.resume:
-        from deepstrata.config import load_config
-
-        saved = Path(args.out) / "config.yaml"
-        devices = load_config(saved).train.devices if saved.is_file() else 1
-    if (devices or 1) > 1 and not distributed.launched_by_torchrun():
-        if args.batch_size and args.batch_size % devices and not args.batch_per_device:
-            raise DeepstrataError(f"--batch-size {args.batch_size} is not divisible by --devices {devices}; "
-                                  f"the global batch is split evenly across processes")
-        if not args.out:
-            raise DeepstrataError("--devices N needs --out DIR, so that every process writes to the same run")
-        _warn_if_oversubscribed(devices, args.device)
-        return distributed.launch(sys.argv[1:] if argv_of_fit is None else argv_of_fit, devices)
+    status = launch_processes(sys.argv[1:] if argv_of_fit is None else argv_of_fit, devices=args.devices,
+                              resume=args.resume, out=args.out, batch_size=args.batch_size,
+                              batch_per_device=args.batch_per_device, device=args.device)
+    if status is not None:
+        return status
     fit(data=args.data, model=args.model, task=args.task, config=args.config, out=args.out, resume=args.resume,
         overwrite=args.overwrite, quiet=args.quiet, **overrides)
     return 0

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import io
 import json
-from pathlib import Path
 
 from deepstrata.cli_args import POSITIVE_COUNT, number
 from deepstrata.config import DEVICES
@@ -44,11 +42,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def inspect(args: argparse.Namespace) -> int:
-    from deepstrata.inspect import inspect_run
     from deepstrata.run import load
 
-    result = inspect_run(load(args.run, device=args.device), args.data, args.layers, samples=args.samples,
-                         seed=args.seed, data_dir=args.data_dir, tsne=args.tsne, maximize=args.maximize)
+    result = load(args.run, device=args.device).inspect(args.data, layers=args.layers, samples=args.samples,
+                                                        seed=args.seed, data_dir=args.data_dir, tsne=args.tsne,
+                                                        maximize=args.maximize)
     if args.json:
         print(json.dumps(result.summary(), indent=2))
     else:
@@ -58,21 +56,9 @@ def inspect(args: argparse.Namespace) -> int:
 
 
 def features(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from deepstrata.engine.checkpoint import atomic_write_bytes
-    from deepstrata.errors import ConfigError
     from deepstrata.run import load
 
-    out = Path(args.out)
-    if out.suffix != ".npy":
-        raise ConfigError(f"--out: {out}: expected a .npy file name")
-    run = load(args.run, device=args.device)
-    values = run.features(args.data or run.config.data.source, layer=args.layer, data_dir=args.data_dir)
-    buffer = io.BytesIO()
-    np.save(buffer, values)
-    atomic_write_bytes(out, buffer.getvalue())
-    print(f"{out}: {values.shape[0]} x {values.shape[1]} features of layer {args.layer}")
+    print(load(args.run, device=args.device).write_features(args.data, args.layer, args.out, data_dir=args.data_dir))
     return 0
 
 

@@ -105,9 +105,9 @@ def similar(args: argparse.Namespace) -> int:
 
 def update(args: argparse.Namespace) -> int:
     from deepstrata.run import load
-    from deepstrata.families.recommend.update import update_run
 
-    path, record = update_run(load(args.run), args.data, out=args.out, epochs=args.epochs, quiet=args.quiet)
+    updated = load(args.run).update(args.data, args.out, epochs=args.epochs, quiet=args.quiet)
+    path, record = updated.path, updated.info["updates"][-1]  # the update just made, as model.json records it
     if args.json:
         print(json.dumps(record, indent=2))
         return 0

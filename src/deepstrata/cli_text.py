@@ -65,15 +65,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def embed(args: argparse.Namespace) -> int:
     from deepstrata.run import load
-    from deepstrata.families.text.verbs import read_input_texts, save_text_features
 
-    run = load(args.run)
-    texts = read_input_texts(args.data, run, args.text_column)
-    features = run.embed(texts, per_token=args.per_token)
-    if args.per_token:
-        path = features.save(args.out)
-        print(f"{path}: {features.vectors.shape[0]} token vectors of {features.vectors.shape[1]} for {len(texts)} texts")
-    else:
-        path = save_text_features(features, args.out)
-        print(f"{path}: {features.shape[0]} vectors of {features.shape[1]}")
+    print(load(args.run).write_embeddings(args.data, args.out, per_token=args.per_token, text_column=args.text_column))
     return 0

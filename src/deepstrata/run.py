@@ -108,14 +108,14 @@ class Run:
 
     def comparison(self) -> dict:
         """``comparison.json``, checked: an object whose ``rows`` are objects with a name and metrics."""
-        from deepstrata.report import _rows
+        from deepstrata.report import comparison_rows
 
         path = self.path / "comparison.json"
         if not path.is_file():
             raise RunError(f"{self.path}: no comparison.json; the run did not finish")
         comparison = runfiles.read_json(path)
         try:
-            _rows(comparison)
+            comparison_rows(comparison)
         except RunError as err:
             raise runfiles.damaged(path, str(err).removeprefix("comparison: ")) from None
         return comparison
@@ -165,6 +165,29 @@ class Run:
         parse_layers(self.model, [layer])
         values, ids = self.family.features(self, x, layer, data_dir=data_dir, batch_size=batch_size)
         return (values, ids) if with_ids else values
+
+    def write_features(self, x, layer: str, out: str | Path, *, data_dir: str | None = None) -> str:
+        """``features`` of ``x`` (default: the run's own source) written to ``out`` (.npy, atomically); returns
+        the line ``deepstrata features`` prints."""
+        import io
+
+        import numpy as np
+
+        from deepstrata.errors import ConfigError
+
+        out = Path(out)
+        if out.suffix != ".npy":
+            raise ConfigError(f"--out: {out}: expected a .npy file name")
+        values = self.features(self.config.data.source if x is None else x, layer=layer, data_dir=data_dir)
+        buffer = io.BytesIO()
+        np.save(buffer, values)
+        ckpt.atomic_write_bytes(out, buffer.getvalue())
+        return f"{out}: {values.shape[0]} x {values.shape[1]} features of layer {layer}"
+
+    def write_embeddings(self, data: str | Path, out: str | Path, *, per_token: bool = False,
+                         text_column: str | None = None) -> str:
+        """``embed`` of the texts of a file written to ``out`` (.npy/.npz/.parquet); returns the printed line."""
+        return self.family.embed_file(self, data, out, per_token, text_column)
 
     def inspect(self, data: str | None = None, **kwargs):
         """Probes, CKA, projections and pictures of every layer (see ``deepstrata.inspect.inspect_run``)."""

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from deepstrata.data import images
+from deepstrata.data.image_files import GRAY_MODES, peek_header
 from deepstrata.data.images import (
     FORMATS, ImageDataset, detect_format, list_image_files, load_image_files, load_images,
     read_cifar, read_digits, read_idx, read_idx_dir, read_image_folder,
@@ -163,10 +163,10 @@ def test_header_peek_agrees_with_pillow(tmp_path):
             if suffix == ".jpg" and mode not in ("L", "RGB"):
                 continue
             path = _image(tmp_path / f"{mode.replace(';', '')}{suffix}", size=(13, 7), mode=mode)
-            peek = images._peek_header(path.read_bytes())
+            peek = peek_header(path.read_bytes())
             with Image.open(path) as im:
                 assert peek[1] == im.size
-                assert (peek[0] in images._GRAY_MODES) == (im.mode in images._GRAY_MODES), mode
+                assert (peek[0] in GRAY_MODES) == (im.mode in GRAY_MODES), mode
 
 
 @pytest.mark.parametrize("layout", ["missing", "empty", "one_class", "no_class_dirs", "test_only_class"])

@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from deepstrata.cli import main
+from deepstrata.data import shard_writer
 from deepstrata.data import shards as shards_module
 from deepstrata.data.images import ImageDataset, load_images, read_digits
 from deepstrata.data.shards import (
@@ -113,7 +114,7 @@ def make_folder(root, per_class=14):
 
 def test_folder_streams_in_chunks_and_matches_fits_in_memory_read(tmp_path, monkeypatch):
     folder = make_folder(tmp_path / "pets")
-    monkeypatch.setattr(shards_module, "CHUNK_BYTES", 5 * 3 * 10 * 10)  # five images per read
+    monkeypatch.setattr(shard_writer, "CHUNK_BYTES", 5 * 3 * 10 * 10)  # five images per read
     reads = []
     original = FolderSource.read
 

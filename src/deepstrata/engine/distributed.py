@@ -250,6 +250,20 @@ def local_share(global_size: int) -> slice:
     return slice(rank * per_rank, (rank + 1) * per_rank)
 
 
+def warn_if_oversubscribed(devices: int, device: str | None) -> None:
+    """One line when --devices asks for more processes than there are GPUs (CUDA) or CPU cores."""
+    if (device or "auto") in ("auto", "cuda") and torch.cuda.is_available():
+        have, what = torch.cuda.device_count(), "visible GPU"
+    elif (device or "auto") in ("auto", "cpu"):
+        have = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        what = "CPU core"
+    else:
+        return
+    if devices > have:
+        print(f"deepstrata: warning: --devices {devices} is more than the {have} {what}{'s' if have != 1 else ''} "
+              "here; the processes will share them, which is slower, not faster", file=sys.stderr)
+
+
 def launch(argv: list[str], nproc: int) -> int:
     """Re-run this command as ``nproc`` local processes through torchrun's launcher."""
     from torch.distributed import run as torchrun

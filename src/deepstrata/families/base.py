@@ -165,6 +165,10 @@ class Family:
     def embed(self, run, texts, per_token: bool):
         self.refuse(run, "embed")
 
+    def embed_file(self, run, data, out, per_token: bool, column) -> str:
+        """``embed`` of a file's texts, written to ``out``; the line ``deepstrata embed`` prints."""
+        self.refuse(run, "embed")
+
     def recommend(self, run, user, k: int):
         self.refuse(run, "recommend, similar and update")
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from deepstrata.engine.checkpoint import atomic_write_json, atomic_write_text
-from deepstrata.report import _CSS, _esc, _note, _png, _section
+from deepstrata.report_html import CSS, esc, figure_img, note_html, section_html
 
 REPORT_NAME = "report.html"
 SUMMARY_NAME = "summary.json"
@@ -134,10 +134,10 @@ def projection_figure(maps: dict[str, dict[str, np.ndarray]], labels: np.ndarray
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[str]], numeric_from: int = 1) -> str:
-    th = "".join(f'<th class="num">{_esc(h)}</th>' if i >= numeric_from else f"<th>{_esc(h)}</th>"
+    th = "".join(f'<th class="num">{esc(h)}</th>' if i >= numeric_from else f"<th>{esc(h)}</th>"
                  for i, h in enumerate(head))
     body = "".join(
-        "<tr>" + "".join(f'<td class="num">{_esc(c)}</td>' if i >= numeric_from else f"<td>{_esc(c)}</td>"
+        "<tr>" + "".join(f'<td class="num">{esc(c)}</td>' if i >= numeric_from else f"<td>{esc(c)}</td>"
                          for i, c in enumerate(row)) + "</tr>"
         for row in rows
     )
@@ -159,23 +159,23 @@ def _overview(result) -> str:
                         "(stratified by class)" if result.probes else "no probes (no class labels)"),
         ("time", f"{total:.1f} s on {result.settings.get('device', 'cpu')} (steps at the end)"),
     ]
-    dl = "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>" for k, v in items)
+    dl = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in items)
     last = result.probes[-1] if result.probes else None
     body = f'<dl class="meta">{dl}</dl>'
     if last is None:
         deepest = result.layers[-1] if result.layers else None
         if deepest is not None and np.isfinite(result.cka_vs_init.get(deepest, float("nan"))):
-            body += (f'<p class="summary">CKA between the trained {_esc(deepest)} and its random initialisation: '
+            body += (f'<p class="summary">CKA between the trained {esc(deepest)} and its random initialisation: '
                      f"{result.cka_vs_init[deepest]:.2f} (1 = unchanged by training).</p>")
     else:
         first = result.probes[0]
-        body += (f'<p class="summary">Probe accuracy rises from {first.trained:.3f} at {_esc(first.layer)} to '
-                 f"{last.trained:.3f} at {_esc(last.layer)}; the random-init control reaches {last.random:.3f} "
+        body += (f'<p class="summary">Probe accuracy rises from {first.trained:.3f} at {esc(first.layer)} to '
+                 f"{last.trained:.3f} at {esc(last.layer)}; the random-init control reaches {last.random:.3f} "
                  f"there (chance {result.chance:.3f}).</p>" if last.trained >= first.trained else
                  f'<p class="summary">Probe accuracy does not rise with depth here: {first.trained:.3f} at '
-                 f"{_esc(first.layer)}, {last.trained:.3f} at {_esc(last.layer)} (control {last.random:.3f}).</p>")
+                 f"{esc(first.layer)}, {last.trained:.3f} at {esc(last.layer)} (control {last.random:.3f}).</p>")
     for note in result.notes:
-        body += _note(note)
+        body += note_html(note)
     return body
 
 
@@ -189,16 +189,16 @@ def _probes(result) -> str:
     if result.input_probe:
         reference = (f" The same probe on the raw input ({result.input_probe['dim']} values) scores "
                      f"{result.input_probe['accuracy']:.3f}.")
-    caption = _note(
+    caption = note_html(
         "Each layer's output is pooled to one vector per example (" + result.settings["pooling"] + "), then "
         + result.settings["probe"]["text"] + ". The control is the " + result.settings["control"] + "."
         + reference + " Alain & Bengio (2016) found separability rising monotonically with depth in trained networks."
     )
-    return _png(result.figures["probes"], "linear probe accuracy by depth") + table + caption
+    return figure_img(result.figures["probes"], "linear probe accuracy by depth") + table + caption
 
 
 def _cka(result) -> str:
-    return _png(result.figures["cka"], "linear CKA between layers") + _note(
+    return figure_img(result.figures["cka"], "linear CKA between layers") + note_html(
         f"Linear CKA (Kornblith et al., 2019) on {result.cka_samples} examples, {result.settings['cka']}. "
         "1 means the two layers represent the examples identically up to rotation and scale; neighbouring "
         "layers are usually most alike. Right: each trained layer against the same layer at random initialisation."
@@ -208,7 +208,7 @@ def _cka(result) -> str:
 def _projections(result) -> str:
     settings = result.settings["projection"]
     methods = ", ".join({"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}.get(m, m) for m in settings["methods"])
-    return _png(result.figures["projections"], "2-D projections of each layer") + _note(
+    return figure_img(result.figures["projections"], "2-D projections of each layer") + note_html(
         f"{methods} of each layer's standardised pooled features on a sample of at most {settings['sample']} "
         f"examples (seed {settings['seed']}; t-SNE perplexity {settings['perplexity']:g}, "
         f"{settings['tsne_iterations']} iterations), coloured by {settings.get('colour', 'class')}."
@@ -216,20 +216,20 @@ def _projections(result) -> str:
 
 
 def _neighbour_table(table) -> str:
-    head = "<tr><th>#</th>" + "".join(f"<th>{_esc(c)}</th>" for c in table.columns) + "</tr>"
+    head = "<tr><th>#</th>" + "".join(f"<th>{esc(c)}</th>" for c in table.columns) + "</tr>"
     body = "".join(
         f"<tr><td>{r + 1}</td>" + "".join(
-            f"<td><strong>{_esc(label)}</strong><br><small>{_esc(detail)}</small></td>" for label, detail in row)
+            f"<td><strong>{esc(label)}</strong><br><small>{esc(detail)}</small></td>" for label, detail in row)
         + "</tr>" for r, row in enumerate(table.rows))
-    return (f"<h3>{_esc(table.title)}</h3><p>Query: {_esc(table.query)}</p>"
-            f"<table><thead>{head}</thead><tbody>{body}</tbody></table>" + (_note(table.note) if table.note else ""))
+    return (f"<h3>{esc(table.title)}</h3><p>Query: {esc(table.query)}</p>"
+            f"<table><thead>{head}</thead><tbody>{body}</tbody></table>" + (note_html(table.note) if table.note else ""))
 
 
 def _text(result) -> list[tuple[str, str, str]]:
     sections = []
     if "attention" in result.figures:
-        sections.append(("Attention maps", _png(result.figures["attention"], "attention maps per block")
-                         + _note(result.captions["attention"]), "attention"))
+        sections.append(("Attention maps", figure_img(result.figures["attention"], "attention maps per block")
+                         + note_html(result.captions["attention"]), "attention"))
     tables = [t for t in result.tables if t.section == "text"]
     if tables:
         sections.append(("Nearest tokens per layer", "".join(_neighbour_table(t) for t in tables), "tokens"))
@@ -242,37 +242,37 @@ def _items(result) -> list[tuple[str, str, str]]:
     if tables:
         sections.append(("Item space: nearest neighbours", "".join(_neighbour_table(t) for t in tables), "neighbours"))
     if "items" in result.figures:
-        sections.append(("Item space: 2-D map", _png(result.figures["items"], "item space projection")
-                         + _note(result.captions["items"]), "items"))
+        sections.append(("Item space: 2-D map", figure_img(result.figures["items"], "item space projection")
+                         + note_html(result.captions["items"]), "items"))
     return sections
 
 
 def _images(result) -> list[tuple[str, str, str]]:
     sections = []
     if "filters" in result.figures:
-        sections.append(("First-layer filters", _png(result.figures["filters"], "first layer filters") + _note(
+        sections.append(("First-layer filters", figure_img(result.figures["filters"], "first layer filters") + note_html(
             f"The {result.captions['filters']}; blue negative, red positive weights (per-filter scale for colour "
             "images). A trained first layer shows oriented edges, blobs and colour contrasts."), "filters"))
     maps = [k for k in result.figures if k.startswith("maps/")]
     if maps:
-        body = "".join(_png(result.figures[k], f"activation maps of {k[5:]}") for k in maps)
-        sections.append(("Activation maps", body + _note(
+        body = "".join(figure_img(result.figures[k], f"activation maps of {k[5:]}") for k in maps)
+        sections.append(("Activation maps", body + note_html(
             "A few inputs (one per class) and, for each layer, the maps of the channels shown in the next "
             "section; brighter is stronger, each channel on its own scale."), "maps"))
     patches = [k for k in result.figures if k.startswith("patches/")]
     if patches:
-        body = "".join(_png(result.figures[k], f"top-activating crops of {k[8:]}") + _note(result.captions[k])
+        body = "".join(figure_img(result.figures[k], f"top-activating crops of {k[8:]}") + note_html(result.captions[k])
                        for k in patches)
-        sections.append(("Top-activating patches", body + _note(
+        sections.append(("Top-activating patches", body + note_html(
             "For each layer, the channels whose strongest response varies most across images, and the sample's "
             "crops that excite each one most (one crop per image, at the most active position, as large as the "
             "channel's receptive field and clamped to the image). Early layers respond to strokes and edges; "
             "later ones to larger parts and whole shapes."), "patches"))
     if "maximize" in result.figures:
-        sections.append(("Activation maximisation", _png(result.figures["maximize"], "activation maximisation")
-                         + _note("Settings: " + result.settings["maximize"]["text"] + "."), "maximize"))
+        sections.append(("Activation maximisation", figure_img(result.figures["maximize"], "activation maximisation")
+                         + note_html("Settings: " + result.settings["maximize"]["text"] + "."), "maximize"))
     elif patches:
-        sections.append(("Activation maximisation", _note(
+        sections.append(("Activation maximisation", note_html(
             "Not computed; run `deepstrata inspect RUN --maximize` to add inputs optimised to excite each "
             "channel shown above."), "maximize"))
     return sections
@@ -280,28 +280,28 @@ def _images(result) -> list[tuple[str, str, str]]:
 
 def _timing(result) -> str:
     rows = [[name, f"{value:.2f}"] for name, value in result.seconds.items()]
-    return _table(["step", "seconds"], rows) + _note(
+    return _table(["step", "seconds"], rows) + note_html(
         f"{result.samples} examples inspected; sample size set with --samples.")
 
 
 def render(result) -> str:
     """The whole page as a string."""
     sections = [
-        _section("Overview", _overview(result), "overview"),
-        _section("Linear probes by depth", _probes(result) if result.probes else _note(
+        section_html("Overview", _overview(result), "overview"),
+        section_html("Linear probes by depth", _probes(result) if result.probes else note_html(
             "; ".join(n for n in result.notes if n.startswith("no probes")).capitalize() + "."), "probes"),
-        _section("Similarity between layers (linear CKA)", _cka(result), "cka"),
-        _section("2-D projections of each layer", _projections(result), "projections"),
+        section_html("Similarity between layers (linear CKA)", _cka(result), "cka"),
+        section_html("2-D projections of each layer", _projections(result), "projections"),
     ]
     for views in (_images, _text, _items):
-        sections += [_section(h, body, anchor) for h, body, anchor in views(result)]
-    sections.append(_section("Settings and timing", _timing(result), "timing"))
+        sections += [section_html(h, body, anchor) for h, body, anchor in views(result)]
+    sections.append(section_html("Settings and timing", _timing(result), "timing"))
     title = f"Inspection of {Path(result.run).name}"
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{_esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-        f"<h1>{_esc(title)}</h1>\n<p class=\"note\">What every named layer learned: "
+        f"<title>{esc(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
+        f"<h1>{esc(title)}</h1>\n<p class=\"note\">What every named layer learned: "
         '<a href="../report.html">back to the run report</a></p>\n'
         + "\n".join(sections)
         + "\n</body>\n</html>\n"

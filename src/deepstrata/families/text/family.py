@@ -128,6 +128,18 @@ class TextFamily(Family):
             lines.append(f"{p.label}\t{p.probability:.4f}\t{shown[:80] + ('…' if len(shown) > 80 else '')}")
         return "\n".join(lines)
 
+    def embed_file(self, run, data, out, per_token: bool, column) -> str:
+        from deepstrata.families.text.verbs import read_input_texts, save_text_features
+
+        texts = read_input_texts(data, run, column)
+        features = self.embed(run, texts, per_token)
+        if per_token:
+            path = features.save(out)
+            return (f"{path}: {features.vectors.shape[0]} token vectors of {features.vectors.shape[1]} for "
+                    f"{len(texts)} texts")
+        path = save_text_features(features, out)
+        return f"{path}: {features.shape[0]} vectors of {features.shape[1]}"
+
     def embed(self, run, texts, per_token: bool):
         from deepstrata.families.text.verbs import embed_texts
 

@@ -1,0 +1,25 @@
+"""``ImageDataset``: the one in-memory shape every image reader returns.
+
+It sits in a module of its own so that each reader (folder, IDX, CIFAR, digits) and the
+shard writer can build or accept one without importing ``images``, which imports them all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class ImageDataset:
+    """Images as uint8 ``[N, C, H, W]`` (C is 1 or 3), labels int64 ``[N]``, class names."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    classes: list[str]
+    test_x: torch.Tensor | None = None
+    test_y: torch.Tensor | None = None
+    source: str = ""
+    format: str = ""
+    notes: list[str] = field(default_factory=list)
