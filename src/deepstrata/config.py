@@ -3,20 +3,43 @@
 A config is validated when it is built, so a bad key or value is reported once, by
 name, before any work starts. ``RunConfig.from_dict`` reads the nested YAML layout
 that ``to_dict`` writes, which is also what ``config.yaml`` in a run directory holds.
+
+The numeric rules every section applies (``Number``, the ``NUMBERS`` table) live in
+``deepstrata.config_numbers``, shared with the CLI's flag parsing; how the train section is sized for the data and the
+number of processes (``resolved_train``, ``per_world``) in ``deepstrata.config_sizing``.
+Both are re-exported here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from deepstrata.config_numbers import (
+    COUNT,
+    FRACTION,
+    NON_NEGATIVE,
+    NUMBERS,
+    POSITIVE,
+    POSITIVE_INT,
+    SEED_MAX,
+    Number,
+    check_numbers,
+)
+from deepstrata.config_sizing import auto_batch_size, auto_epochs, per_world, resolved_train
 from deepstrata.errors import ConfigError
+
+__all__ = [
+    "DEVICES", "SCHEDULES", "PRECISIONS", "OPTIMIZERS", "FLIPS", "FILLS", "LR_SCALINGS", "Number",
+    "POSITIVE_INT", "COUNT", "POSITIVE", "NON_NEGATIVE", "FRACTION", "SEED_MAX", "NUMBERS", "DataConfig",
+    "ModelConfig", "TrainConfig", "SPLITS", "INTERACTION_FORMATS", "RecommendConfig", "TEXT_FORMATS",
+    "TEXT_POSITIONS", "TEXT_POOLING", "TextConfig", "auto_batch_size", "auto_epochs", "resolved_train",
+    "per_world", "RunConfig", "load_config", "dump_config",
+]
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 SCHEDULES = ("onecycle", "cosine", "constant")
@@ -30,139 +53,6 @@ LR_SCALINGS = ("none", "linear", "sqrt")
 def _check_choice(key: str, value: Any, choices: tuple) -> None:
     if value not in choices:
         raise ConfigError(f"{key}: got {value!r}, expected one of {', '.join(map(str, choices))}")
-
-
-def _fmt(bound: float) -> str:
-    return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
-
-
-@dataclass(frozen=True)
-class Number:
-    """The type and range a numeric config field (and the flag that sets it) must meet.
-
-    ``low``/``high`` bound the value (``None``: unbounded), excluded when ``*_open``;
-    ``optional`` admits ``None`` (sized from the data, or unset). Floats must be finite:
-    NaN or infinity would train to NaN.
-    """
-
-    kind: type = float
-    low: float | None = 0.0
-    low_open: bool = True
-    high: float | None = None
-    high_open: bool = True
-    optional: bool = False
-    note: str = ""
-
-    def expected(self) -> str:
-        integer = self.kind is int
-        if self.low is None and self.high is None:
-            text = "an integer" if integer else "a finite number"
-        elif self.high is None:
-            if (self.low == 0 and self.low_open) or (integer and self.low == 1 and not self.low_open):
-                text = "a positive integer" if integer else "a finite positive number"
-            else:
-                text = f"{'an integer' if integer else 'a finite number'} {'>' if self.low_open else '>='} {_fmt(self.low)}"
-        elif self.low is not None and not self.low_open and not self.high_open:
-            text = f"{'an integer' if integer else 'a number'} from {_fmt(self.low)} to {_fmt(self.high)}"
-        else:
-            text = (f"{'an integer' if integer else 'a number'} {'>' if self.low_open else '>='} {_fmt(self.low)} "
-                    f"and {'<' if self.high_open else '<='} {_fmt(self.high)}")
-        return f"{text} ({self.note})" if self.note else text
-
-    def check(self, key: str, value: Any, shown: str | None = None) -> Any:
-        """``value`` if it is of the kind and in range (a numeric string for a float is read), else ConfigError.
-
-        ``shown`` is how the message quotes the value (a flag's text as typed).
-        """
-        if value is None and self.optional:
-            return None
-        number = self._number(value)
-        if number is None or not self._in_range(number):
-            raise ConfigError(f"{key}: got {shown if shown is not None else repr(value)}, expected {self.expected()}")
-        return number
-
-    def _number(self, value: Any) -> int | float | None:
-        if isinstance(value, bool):
-            return None
-        if self.kind is int:
-            return int(value) if isinstance(value, numbers.Integral) else None
-        if isinstance(value, str):  # YAML 1.1 reads 3e-4 (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                return None
-        if not isinstance(value, numbers.Real) or not math.isfinite(value):
-            return None
-        return value if isinstance(value, (int, float)) else float(value)
-
-    def _in_range(self, value: float) -> bool:
-        if self.low is not None and (value < self.low or self.low_open and value == self.low):
-            return False
-        return self.high is None or value < self.high or not self.high_open and value == self.high
-
-
-POSITIVE_INT = Number(int, low=1, low_open=False)
-COUNT = Number(int, low=0, low_open=False)
-POSITIVE = Number(float)
-NON_NEGATIVE = Number(float, low_open=False)
-FRACTION = Number(float, low=0.0, low_open=False, high=1.0)  # [0, 1)
-SEED_MAX = 2**32 - 1
-
-# Every numeric field of every section, by its config key. Each config validates its own on
-# construction, and each CLI flag that sets one parses with the same rule (``cli_args.number``).
-NUMBERS: dict[str, Number] = {
-    "data.image_size": Number(int, low=1, low_open=False, optional=True),
-    "data.val_fraction": Number(float, low_open=False, high=1.0, note="0: no validation split"),
-    "data.test_fraction": Number(float, high=1.0),
-    "model.width": POSITIVE_INT,
-    "model.depth": Number(int, low=1, low_open=False, optional=True),
-    "train.epochs": Number(int, low=1, low_open=False, optional=True),
-    "train.batch_size": Number(int, low=1, low_open=False, optional=True),
-    "train.lr": POSITIVE,
-    "train.weight_decay": NON_NEGATIVE,
-    "train.warmup_fraction": FRACTION,
-    "train.label_smoothing": FRACTION,
-    "train.grad_clip": Number(float, low_open=False, note="0: no clipping"),
-    "train.seed": Number(int, low=0, low_open=False, high=SEED_MAX, high_open=False),
-    "train.devices": POSITIVE_INT,
-    "train.patience": Number(int, low=0, low_open=False, note="0: never stop early"),
-    "train.checkpoint_every": Number(int, low=0, low_open=False, note="0: once per epoch"),
-    "train.eval_batch_size": POSITIVE_INT,
-    "train.threads": Number(int, low=1, low_open=False, optional=True),
-    "train.momentum": FRACTION,
-    "train.norm_lr_scale": POSITIVE,
-    "train.lr_start": Number(float, low_open=False, high=1.0, high_open=False, note="a fraction of train.lr"),
-    "train.lr_end": Number(float, low_open=False, high=1.0, high_open=False, note="a fraction of train.lr"),
-    "train.translate": Number(int, low=0, low_open=False, optional=True),
-    "recommend.min_rating": Number(float, low=None, optional=True),
-    "recommend.temporal_val_fraction": Number(float, high=0.5),
-    "recommend.temporal_test_fraction": Number(float, high=0.5),
-    "recommend.dim": POSITIVE_INT,
-    "recommend.blocks": POSITIVE_INT,
-    "recommend.heads": POSITIVE_INT,
-    "recommend.max_seq_len": POSITIVE_INT,
-    "recommend.dropout": FRACTION,
-    "recommend.negatives": Number(int, low=0, low_open=False, note="0: the full softmax"),
-    "recommend.bpr_reg": NON_NEGATIVE,
-    "recommend.update_epochs": POSITIVE_INT,
-    "text.vocab_size": Number(int, low=300, low_open=False, note="256 bytes + specials"),
-    "text.max_length": Number(int, low=2, low_open=False),
-    "text.dim": POSITIVE_INT,
-    "text.layers": POSITIVE_INT,
-    "text.heads": POSITIVE_INT,
-    "text.ff_mult": POSITIVE_INT,
-    "text.dropout": FRACTION,
-}
-
-
-def _check_numbers(config: Any, section: str) -> None:
-    """Check (and normalise: numpy ints to int, numeric strings to float) each numeric field of ``section``."""
-    prefix = f"{section}."
-    for key, rule in NUMBERS.items():
-        if key.startswith(prefix):
-            name = key[len(prefix):]
-            object.__setattr__(config, name, rule.check(key, getattr(config, name)))
-
 
 
 @dataclass(frozen=True)
@@ -185,7 +75,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.source, str) or not self.source:
             raise ConfigError(f"data.source: got {self.source!r}, expected a data set name or a path")
-        _check_numbers(self, "data")
+        check_numbers(self, "data")
 
 
 @dataclass(frozen=True)
@@ -200,7 +90,7 @@ class ModelConfig:
         from deepstrata.model_names import MODEL_NAMES
 
         _check_choice("model.name", self.name, MODEL_NAMES)
-        _check_numbers(self, "model")
+        check_numbers(self, "model")
 
 
 @dataclass(frozen=True)
@@ -257,7 +147,7 @@ class TrainConfig:
     freeze_after: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _check_numbers(self, "train")
+        check_numbers(self, "train")
         _check_choice("train.schedule", self.schedule, SCHEDULES)
         _check_choice("train.device", self.device, DEVICES)
         _check_choice("train.precision", str(self.precision), PRECISIONS)
@@ -321,7 +211,7 @@ class RecommendConfig:
                 raise ConfigError(f"recommend.{key}: got {value!r}, expected a column name")
         _check_choice("recommend.interactions_format", self.interactions_format, INTERACTION_FORMATS)
         _check_choice("recommend.split", self.split, SPLITS)
-        _check_numbers(self, "recommend")
+        check_numbers(self, "recommend")
         if self.dim % self.heads:
             raise ConfigError(f"recommend.dim: got {self.dim}, expected a multiple of recommend.heads ({self.heads})")
         neighbours = self.knn_neighbours
@@ -381,48 +271,13 @@ class TextConfig:
             codecs.lookup(self.encoding)
         except LookupError:
             raise ConfigError(f"text.encoding: unknown codec {self.encoding!r} (try utf-8, latin-1, cp1252)") from None
-        _check_numbers(self, "text")
+        check_numbers(self, "text")
         if self.dim % self.heads or (self.dim // self.heads) % 2:
             raise ConfigError(f"text.dim: got {self.dim}, expected a multiple of 2 * text.heads ({2 * self.heads})")
         _check_choice("text.positions", self.positions, TEXT_POSITIONS)
         _check_choice("text.pooling", self.pooling, TEXT_POOLING)
         if not isinstance(self.freeze, bool):
             raise ConfigError(f"text.freeze: got {self.freeze!r}, expected true or false")
-
-
-def auto_batch_size(n_train: int) -> int:
-    """128 for small sets (more steps per epoch), 256 from 10,000 examples (fewer, cheaper steps on a CPU)."""
-    return 128 if n_train < 10_000 else 256
-
-
-def auto_epochs(n_train: int, batch_size: int, target_steps: int = 900) -> int:
-    """Enough epochs for about ``target_steps`` optimiser steps, between 4 and 40."""
-    steps_per_epoch = max(1, n_train // batch_size)
-    return max(4, min(40, round(target_steps / steps_per_epoch)))
-
-
-def resolved_train(train: "TrainConfig", n_train: int) -> "TrainConfig":
-    """``train`` with ``epochs`` and ``batch_size`` filled in from the training-set size."""
-    batch_size = train.batch_size or auto_batch_size(n_train)
-    epochs = train.epochs or auto_epochs(n_train, batch_size)
-    return dataclasses.replace(train, batch_size=batch_size, epochs=epochs)
-
-
-def per_world(train: "TrainConfig", world_size: int) -> "TrainConfig":
-    """The global batch and learning rate that ``world_size`` processes train with.
-
-    By default ``batch_size`` is the global batch and ``lr`` is used as given, whatever the
-    number of processes. With ``batch_per_device`` it is each process's batch (global =
-    N x it), and ``lr_scaling`` adapts ``lr`` to that N-fold batch: ``linear`` multiplies it
-    by N (Goyal et al. 2017), ``sqrt`` by sqrt(N). The result has both switches off, so
-    applying it twice changes nothing.
-    """
-    if train.batch_size is None or not train.batch_per_device:
-        return train
-    growth = float(world_size)
-    factor = {"none": 1.0, "linear": growth, "sqrt": growth**0.5}[train.lr_scaling]
-    return dataclasses.replace(train, batch_size=train.batch_size * world_size, lr=train.lr * factor,
-                               batch_per_device=False, lr_scaling="none")
 
 
 @dataclass(frozen=True)

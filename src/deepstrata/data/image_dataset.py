@@ -13,7 +13,11 @@ import torch
 
 @dataclass
 class ImageDataset:
-    """Images as uint8 ``[N, C, H, W]`` (C is 1 or 3), labels int64 ``[N]``, class names."""
+    """Images as uint8 ``[N, C, H, W]`` (C is 1 or 3), labels int64 ``[N]``, class names.
+
+    ``preprocess`` is how files were brought to the size (``image_preprocess.Preprocess.record()``),
+    for the run to record; None for the fixed-size formats and the old squashing read.
+    """
 
     x: torch.Tensor
     y: torch.Tensor
@@ -23,3 +27,4 @@ class ImageDataset:
     source: str = ""
     format: str = ""
     notes: list[str] = field(default_factory=list)
+    preprocess: dict | None = None

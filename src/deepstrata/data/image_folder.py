@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tarfile
+import time
 import zlib
 from collections import Counter
 from dataclasses import dataclass
@@ -21,7 +22,11 @@ import torch
 from deepstrata.data.image_archives import TEXT_HINT, holds_text_files, is_archive, single_archive
 from deepstrata.data.image_dataset import ImageDataset
 from deepstrata.data.image_files import (
-    GRAY_MODES, IMAGE_EXTENSIONS, THREADED_PIXELS, decode_image, describe_error, parallel_map, probe_image,
+    GRAY_MODES, IMAGE_EXTENSIONS, THREADED_PIXELS, decode_image, describe_error, map_threads, parallel_map,
+    probe_image,
+)
+from deepstrata.data.image_preprocess import (
+    Preprocess, check_memory, converted_modes_note, decode_rate_note, input_size,
 )
 from deepstrata.errors import DataError
 
@@ -61,14 +66,47 @@ def folder_geometry(
     return channels, size
 
 
-def read_image_folder(path: str | Path, image_size: int | None = None,
-                      skip_bad: bool = False) -> ImageDataset:
+def sized_geometry(good: list[tuple[str, tuple[int, int]]], image_size: int | None, notes: list[str], *,
+                   model: str | None, device: str | None,
+                   preprocess: Preprocess | None) -> tuple[int, Preprocess]:
+    """Channels and the ``Preprocess`` of a fit (the size policy for ``model`` on ``device``) or of a run's
+    record (``preprocess``), with what was decided appended to ``notes``."""
+    channels = 1 if all(mode in GRAY_MODES for mode, _ in good) else 3
+    (w, h), count = Counter(s for _, s in good).most_common(1)[0]
+    if preprocess is None:
+        preprocess, note = input_size((w, h), model=model or "cnn", device=device or "cpu", image_size=image_size)
+        if note is None:
+            notes.append(f"image size {w}x{h}: the most common size ({count} of {len(good)} images)")
+        else:
+            notes.append(note)
+    target = (preprocess.width, preprocess.height)
+    resized = sum(s != target for _, s in good)
+    if resized and resized < len(good):
+        notes.append(f"resized {resized} images of other sizes to {target[0]}x{target[1]} (aspect kept, centre crop)")
+    if channels == 3 and any(mode in GRAY_MODES for mode, _ in good):
+        notes.append("converted grayscale images to RGB (the set mixes gray and color)")
+    converted = converted_modes_note([mode for mode, _ in good], channels)
+    if converted:
+        notes.append(converted)
+    return channels, preprocess
+
+
+def read_image_folder(path: str | Path, image_size: int | None = None, skip_bad: bool = False, *,
+                      model: str | None = None, device: str | None = None,
+                      preprocess: Preprocess | None = None) -> ImageDataset:
     """Read ``root/<class>/*`` or ``root/{train,test}/<class>/*``, a folder or a tar archive.
 
     A single top-level folder holding only folders is looked through (archives usually
     wrap their content in one). Grayscale (C=1) only if every image is single-channel.
-    Without ``image_size`` the most common size wins and other images are resized to it.
+
+    A fit names its ``model`` and ``device`` type: the size is ``image_preprocess.input_size``'s
+    choice (``image_size`` overrides it), every image keeps its aspect (scaled to cover,
+    centre-cropped, EXIF orientation honoured), the decoded size is checked against the
+    memory budget first, and ``ImageDataset.preprocess`` records it all. A run's verbs
+    pass that record back as ``preprocess``. With neither, the reading of runs made before
+    it: the most common size (or ``image_size`` squared) and other images squashed to it.
     """
+    source = str(path)
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
@@ -86,27 +124,39 @@ def read_image_folder(path: str | Path, image_size: int | None = None,
     if not keep:
         raise DataError(f"{path}: none of the {len(entries)} image files could be read")
     good = [probes[i] for i in keep]
-    channels, size = folder_geometry(good, image_size, notes)
+    sized = model is not None or device is not None or preprocess is not None
+    if sized:
+        channels, preprocess = sized_geometry(good, image_size, notes, model=model, device=device,
+                                              preprocess=preprocess)
+        size = (preprocess.height, preprocess.width)
+        check_memory(source, len(keep), channels, *size)
+    else:
+        channels, size = folder_geometry(good, image_size, notes)
 
-    pixels = np.empty((len(keep), size[0], size[1], channels), dtype=np.uint8)
+    # decoded straight into [N, C, H, W]: one buffer of the estimated size, no permuted copy
+    x = torch.empty((len(keep), channels, size[0], size[1]), dtype=torch.uint8)
 
     def decode(k: int) -> str | None:
         try:
-            pixels[k] = decode_image(entries[keep[k]].source, channels, size)
+            x[k] = torch.from_numpy(decode_image(entries[keep[k]].source, channels, size, preprocess)).permute(2, 0, 1)
         except Exception as exc:  # any decoder failure is a bad file, reported by name
             return describe_error(exc)
         return None
 
     big = np.mean([w * h for _, (w, h) in good]) >= THREADED_PIXELS
+    started = time.perf_counter()
     errors = parallel_map(decode, len(keep), threads=big)
+    if sized:
+        notes.append(decode_rate_note(len(keep), channels, *size, time.perf_counter() - started,
+                                      map_threads(len(keep), big)))
     ok = drop_bad([entries[i] for i in keep], errors, skip_bad, notes)
     if len(ok) < len(keep):
-        pixels, keep = pixels[ok], [keep[k] for k in ok]
-    x = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
+        x, keep = x[ok], [keep[k] for k in ok]
     y = torch.tensor([labels[i] for i in keep], dtype=torch.int64)
     test = torch.tensor([is_test[i] for i in keep], dtype=torch.bool)
-    ds = ImageDataset(x=x[~test], y=y[~test], classes=classes, source=str(path),
-                      format="folder", notes=notes)
+    train = (x, y) if not bool(test.any()) else (x[~test], y[~test])
+    ds = ImageDataset(x=train[0], y=train[1], classes=classes, source=str(path),
+                      format="folder", notes=notes, preprocess=preprocess.record() if sized else None)
     if bool(test.any()):
         ds.test_x, ds.test_y = x[test], y[test]
     if len(ds.y) == 0:

@@ -42,6 +42,9 @@ def cell(value, *, missing: str | None = None, json: bool = False, iso_times: bo
     with ``json`` a bool is ``true``/``false`` and a list or dict its JSON text, and with
     ``iso_times`` a date or datetime is its ISO 8601 form.
     """
+    kind = type(value)
+    if kind is str or kind is int:  # the common cells first: a log of millions of ids
+        return str(value)
     if value is None:
         return missing
     if isinstance(value, bool):

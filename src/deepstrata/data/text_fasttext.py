@@ -1,6 +1,6 @@
 """fastText training files: one ``__label__<class> text`` per line.
 
-The fastText form is how many text-classification sets are shipped (and how fastText
+The fastText form is how many text classification sets are shipped (and how fastText
 itself trains), so a ``.txt`` given for training is read as one. Kept apart from
 ``read_texts`` (plain lines to predict or embed): a line without a label is an error
 naming it, not a text.
