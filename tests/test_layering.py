@@ -10,6 +10,8 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "deepstrata"
 TASK_NAMES = ("image-classification", "text-classification", "recommendation")
 
@@ -61,3 +63,20 @@ def test_the_cli_imports_no_family_engine_or_model_code():
     offenders = [f"{name}: {module}" for name, source in modules() if name.startswith("cli")
                  for module in imported(source) if module.startswith(below)]
     assert offenders == []
+
+
+def test_every_module_sits_in_a_layer():
+    """lint-imports checks only the modules its layers name: a new module must be placed in one."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    pyproject = tomllib.loads((PACKAGE.parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    contract = pyproject["tool"]["importlinter"]["contracts"][0]
+    layers = [part.strip() for layer in contract["layers"] for part in re.split(r"[:|]", layer)]
+    unplaced = []
+    for name, _ in modules():
+        dotted = "deepstrata." + name.removesuffix(".py").replace("/", ".").removesuffix(".__init__")
+        if dotted in ("deepstrata.__init__", "deepstrata.__main__", "deepstrata.inspect", "deepstrata.families"):
+            continue  # the package faces: public names, loaded lazily or re-exported
+        if not any(dotted == layer or dotted.startswith(layer + ".") for layer in layers):
+            unplaced.append(dotted)
+    assert unplaced == []
