@@ -138,7 +138,7 @@ def read_image_folder(path: str | Path, image_size: int | None = None, skip_bad:
 
     def decode(k: int) -> str | None:
         try:
-            x[k] = torch.from_numpy(decode_image(entries[keep[k]].source, channels, size, preprocess)).permute(2, 0, 1)
+            x[k].numpy()[...] = decode_image(entries[keep[k]].source, channels, size, preprocess).transpose(2, 0, 1)
         except Exception as exc:  # any decoder failure is a bad file, reported by name
             return describe_error(exc)
         return None

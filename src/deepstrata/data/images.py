@@ -10,7 +10,8 @@ This module is the public face: ``load_images`` and ``detect_format`` choose a r
 and every public name of the image readers is importable from here. The readers live in
 their own modules — ``image_folder`` (class sub-folders), ``image_idx`` (MNIST-style),
 ``image_cifar`` (CIFAR-10 batches), ``image_archives`` (tar archives), ``image_files``
-(probing and decoding one file) and ``image_dataset`` (the ``ImageDataset`` they return).
+(probing and decoding one file), ``image_preprocess`` (the size policy, the aspect-keeping
+resize a run records, the memory budget) and ``image_dataset`` (the ``ImageDataset`` they return).
 """
 
 from __future__ import annotations
@@ -29,23 +30,28 @@ from deepstrata.data.image_dataset import ImageDataset
 from deepstrata.data.image_files import IMAGE_EXTENSIONS, load_image_files
 from deepstrata.data.image_folder import folder_geometry, list_image_files, read_image_folder
 from deepstrata.data.image_idx import read_idx, read_idx_dir
+from deepstrata.data.image_preprocess import Preprocess, input_size, memory_budget
 from deepstrata.errors import DataError
 
 __all__ = [
     "ARCHIVE_SUFFIXES", "FORMATS", "IMAGE_EXTENSIONS", "ImageDataset", "detect_format", "folder_geometry",
-    "holds_text_files", "list_image_files", "load_image_files", "load_images", "read_cifar", "read_digits",
-    "read_idx", "read_idx_dir", "read_image_folder",
+    "holds_text_files", "input_size", "list_image_files", "load_image_files", "load_images", "memory_budget",
+    "Preprocess", "read_cifar", "read_digits", "read_idx", "read_idx_dir", "read_image_folder",
 ]
 
 FORMATS = ("digits", "folder", "idx", "cifar")
 
 
 def load_images(source: str, *, format: str | None = None, image_size: int | None = None,
-                skip_bad: bool = False, data_dir: str | Path | None = None) -> ImageDataset:
+                skip_bad: bool = False, data_dir: str | Path | None = None, model: str | None = None,
+                device: str | None = None, preprocess: Preprocess | None = None) -> ImageDataset:
     """Read ``source``: ``"digits"``, a named set (``datasets.NAMED``, fetched), or a path.
 
     ``format`` overrides detection. ``image_size`` resizes to a square: folder images are
-    resized as they are decoded, the fixed-size formats as whole tensors.
+    resized as they are decoded, the fixed-size formats as whole tensors (squashed: they
+    are square already). For an image folder, a fit passes its ``model`` and ``device``
+    type (the size policy, aspect kept, see ``read_image_folder``) and a run's verbs the
+    ``preprocess`` it recorded; the fixed-size formats ignore both.
     """
     if format is not None and format not in FORMATS:
         raise DataError(f"format: unknown format {format!r}; expected one of {', '.join(FORMATS)}")
@@ -63,7 +69,8 @@ def load_images(source: str, *, format: str | None = None, image_size: int | Non
         named = None
         fmt = format or detect_format(path)
     if fmt == "folder":
-        return read_image_folder(path, image_size=image_size, skip_bad=skip_bad)
+        return read_image_folder(path, image_size=image_size, skip_bad=skip_bad, model=model, device=device,
+                                 preprocess=preprocess)
     ds = read_idx_dir(path) if fmt == "idx" else read_cifar(path)
     if named is not None:
         spec = datasets.NAMED[named]

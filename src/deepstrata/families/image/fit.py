@@ -59,9 +59,12 @@ def read(cfg) -> Prepared:
                         own=Sharded(shards, counts))
     from deepstrata.data.images import load_images
     from deepstrata.data.split import split_dataset
+    from deepstrata.engine.devices import resolve_device
 
+    # an image folder's size follows the model and the device (data.image_preprocess.input_size)
     dataset = load_images(cfg.data.source, format=cfg.data.format, image_size=cfg.data.image_size,
-                          skip_bad=cfg.data.skip_bad, data_dir=cfg.data.data_dir)
+                          skip_bad=cfg.data.skip_bad, data_dir=cfg.data.data_dir, model=cfg.model.name,
+                          device=resolve_device(cfg.train.device).type)
     splits = split_dataset(dataset, seed=cfg.train.seed, val_fraction=cfg.data.val_fraction,
                            test_fraction=cfg.data.test_fraction)
     return Prepared(source=cfg.data.source, train_size=len(splits.train_y),
@@ -114,8 +117,11 @@ def build(cfg, prepared: Prepared, fit: FitContext) -> Built:
         label_smoothing=t.label_smoothing, eval_batch_size=t.eval_batch_size, precision=t.precision,
         channels_last=t.channels_last, tta=t.tta,
     )
-    info = _info(net, splits.classes, {"source": dataset.source, "format": dataset.format, "notes": dataset.notes,
-                                       "input_shape": list(in_shape), "augmentation": task.describe_augmentation()})
+    data = {"source": dataset.source, "format": dataset.format, "notes": dataset.notes,
+            "input_shape": list(in_shape), "augmentation": task.describe_augmentation()}
+    if dataset.preprocess is not None:  # what predict / evaluate / inspect repeat on new files
+        data["preprocess"] = dataset.preprocess
+    info = _info(net, splits.classes, data)
     line = (f"model: {cfg.model.name} ({info['params']:,} parameters; layers {', '.join(net.layer_names)}) on "
             f"{fit.device}; augmentation: {task.describe_augmentation()}")
     return Built(net=net, task=task, info=info, model_line=line, description=cfg.model.name)

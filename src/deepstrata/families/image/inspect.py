@@ -26,6 +26,7 @@ def _image_source(run, data: str | None, data_dir: str | None):
     """The run's source (or ``data``) read and shaped to the model's input."""
     from deepstrata.data.images import load_images
     from deepstrata.families.image.verbs import match_shape as _match_shape
+    from deepstrata.families.image.verbs import run_preprocess
 
     source = data or run.config.data.source
     same = source == run.config.data.source
@@ -33,6 +34,7 @@ def _image_source(run, data: str | None, data_dir: str | None):
     dataset = load_images(
         source, format=run.config.data.format if same else None, image_size=height if height == width else None,
         skip_bad=run.config.data.skip_bad, data_dir=data_dir or run.config.data.data_dir,
+        preprocess=run_preprocess(run),
     )
     return source, same, dataset, (channels, height, width), _match_shape
 

@@ -11,6 +11,15 @@ from deepstrata.errors import DataError
 from deepstrata.families.prediction import Prediction
 
 
+def run_preprocess(run):
+    """The ``Preprocess`` the run recorded (``data.preprocess`` of model.json), or None: a run made before
+    it, or of a fixed-size format, whose files are squashed to the model's input as they always were."""
+    from deepstrata.data.image_preprocess import Preprocess
+
+    record = (run.info.get("data") or {}).get("preprocess")
+    return None if record is None else Preprocess.from_record(record)
+
+
 def predict(run, paths) -> list[Prediction]:
     """Label and probability for each image file (or every image in a folder)."""
     from deepstrata.data.images import list_image_files, load_image_files
@@ -26,7 +35,7 @@ def predict(run, paths) -> list[Prediction]:
     if not files:
         raise DataError(f"{', '.join(map(str, paths))}: no image files found")
     channels, height, width = run.info["spec"]["in_shape"]
-    images = load_image_files(files, channels, (height, width))
+    images = load_image_files(files, channels, (height, width), preprocess=run_preprocess(run))
     probs = torch.softmax(logits(run, images), dim=1)
     best, index = probs.max(dim=1)
     return [
@@ -60,6 +69,7 @@ def evaluate(run, data: str | None = None, data_dir: str | None = None) -> dict:
         image_size=height if height == width else None,
         skip_bad=run.config.data.skip_bad,
         data_dir=data_dir or run.config.data.data_dir,
+        preprocess=run_preprocess(run),
     )
     if same:
         splits = split_dataset(
