@@ -101,3 +101,20 @@ def test_run_features_from_tensors(digits_run):
         run.features(torch.zeros(2, 3, 8, 8), layer="stage1")
     with pytest.raises(ConfigError, match="this model has"):
         run.features(images, layer="stage4")
+
+
+def test_features_of_a_recommender_name_each_rows_id(tmp_path_factory, tmp_path, capsys):
+    """Rows of item_embedding are items: the ids file says which, in order, as Run.features(with_ids=True)."""
+    import json
+
+    import deepstrata as ds
+    from tests.tiny_runs import tiny_run
+
+    run = tiny_run("recommend", tmp_path_factory)
+    out = tmp_path / "items.npy"
+    assert main(["features", str(run), "--layer", "item_embedding", "--out", str(out)]) == 0
+    assert "row ids in" in capsys.readouterr().out
+    opened = ds.load(run)
+    values, ids = opened.features(opened.config.data.source, "item_embedding", with_ids=True)
+    saved = json.loads(out.with_suffix(".ids.json").read_text())
+    assert saved == [str(i) for i in ids] and len(saved) == len(np.load(out)) == len(values)

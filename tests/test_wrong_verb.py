@@ -43,6 +43,8 @@ def other_csv(tmp_path):
 @pytest.mark.parametrize("kind, argv, says", [
     ("recommend", ["predict", "{run}", "{tmp}/x.png"],
      ["a recommendation run (mf)", "predict expects an image or text run", "deepstrata recommend RUN --user"]),
+    ("recommend", ["predict", "{run}"],  # no paths: the run is named, not "give image files"
+     ["a recommendation run (mf)", "predict expects an image or text run", "deepstrata recommend RUN --user"]),
     ("image", ["recommend", "{run}", "--user", "1"],
      ["an image-classification run (cnn)", "expect a recommendation run"]),
     ("text", ["similar", "{run}", "--item", "1"], ["a text-classification run (transformer)"]),

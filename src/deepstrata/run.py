@@ -168,7 +168,8 @@ class Run:
 
     def write_features(self, x, layer: str, out: str | Path, *, data_dir: str | None = None) -> str:
         """``features`` of ``x`` (default: the run's own source) written to ``out`` (.npy, atomically); returns
-        the line ``deepstrata features`` prints."""
+        the line ``deepstrata features`` prints. A recommender's rows are users or items: their ids go to
+        ``out`` with the suffix ``.ids.json``, one per row, in order."""
         import io
 
         import numpy as np
@@ -178,11 +179,17 @@ class Run:
         out = Path(out)
         if out.suffix != ".npy":
             raise ConfigError(f"--out: {out}: expected a .npy file name")
-        values = self.features(self.config.data.source if x is None else x, layer=layer, data_dir=data_dir)
+        values, ids = self.features(self.config.data.source if x is None else x, layer=layer, data_dir=data_dir,
+                                    with_ids=True)
         buffer = io.BytesIO()
         np.save(buffer, values)
         ckpt.atomic_write_bytes(out, buffer.getvalue())
-        return f"{out}: {values.shape[0]} x {values.shape[1]} features of layer {layer}"
+        line = f"{out}: {values.shape[0]} x {values.shape[1]} features of layer {layer}"
+        if ids is not None:  # a recommender's rows are users or items: say which, row by row
+            id_file = out.with_suffix(".ids.json")
+            ckpt.atomic_write_json(id_file, [str(i) for i in ids])
+            line += f"; row ids in {id_file}"
+        return line
 
     def write_embeddings(self, data: str | Path, out: str | Path, *, per_token: bool = False,
                          text_column: str | None = None) -> str:

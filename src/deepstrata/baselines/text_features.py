@@ -39,6 +39,13 @@ def tfidf_vectorizer():
                            lowercase=True, dtype=np.float32)
 
 
+def _validation_score(fitted: dict, f_train, train_y, f_val, val_y, c: float, seed: int) -> float:
+    """Validation accuracy of LR with ``C=c`` on fixed features; the fitted model is kept in ``fitted[c]``."""
+    fitted[c] = _fit(f_train, train_y, c, seed)
+    with threadpool_limits(limits=SKLEARN_THREADS):
+        return accuracy(val_y, fitted[c][0].predict(f_val))
+
+
 def _fit(features, y: np.ndarray, c: float, seed: int) -> tuple[Any, bool]:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
@@ -79,9 +86,7 @@ def run_text_baseline(
 
     def score(fit_idx: np.ndarray | None, held_idx: np.ndarray | None, c: float) -> float:
         if fit_idx is None:
-            fitted[c] = _fit(f_train, train_y, c, seed)
-            with threadpool_limits(limits=SKLEARN_THREADS):
-                return accuracy(val_y, fitted[c][0].predict(f_val))
+            return _validation_score(fitted, f_train, train_y, f_val, val_y, c, seed)
         # Each fold learns its own vocabulary and idf, so the held-out texts stay unseen.
         fit_texts = [train_texts[i] for i in fit_idx]
         with threadpool_limits(limits=SKLEARN_THREADS):
@@ -209,9 +214,7 @@ def run_minilm_baseline(
 
     def score(fit_idx: np.ndarray | None, held_idx: np.ndarray | None, c: float) -> float:
         if fit_idx is None:
-            fitted[c] = _fit(f_train, train_y, c, seed)
-            with threadpool_limits(limits=SKLEARN_THREADS):
-                return accuracy(val_y, fitted[c][0].predict(f_val))
+            return _validation_score(fitted, f_train, train_y, f_val, val_y, c, seed)
         model, _ = _fit(f_train[fit_idx], train_y[fit_idx], c, seed)
         with threadpool_limits(limits=SKLEARN_THREADS):
             return accuracy(train_y[held_idx], model.predict(f_train[held_idx]))
