@@ -49,7 +49,9 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
                                  help="cache for named data sets (default $DEEPSTRATA_DATA or ~/.cache/deepstrata)"),
               "image")
     task_only(image.add_argument("--image-size", type=number("data.image_size"), metavar="PX",
-                                 help="resize folder images to PX x PX (default: their most common size)"), "image")
+                                 help="folder images' input size: short side to PX, centre crop (default: chosen for "
+                                      "the model and device, e.g. 64 for a CNN on a CPU; smaller images keep their "
+                                      "most common size)"), "image")
     task_only(image.add_argument("--skip-bad", action="store_true", default=None,
                                  help="skip unreadable images in a folder (the count is reported)"), "image")
     task_only(p.add_argument("--val-fraction", type=number("data.val_fraction"), metavar="F",

@@ -200,6 +200,7 @@ def test_over_the_budget_is_refused_with_the_shard_command(tmp_path, monkeypatch
 # --- the round trip into predict, evaluate and features ----------------------------------------
 
 def test_folder_run_predicts_with_its_training_preprocessing(tmp_path, monkeypatch):
+    from deepstrata import config as ds_config
     from deepstrata.api import fit
     from deepstrata.families.image import verbs
 
@@ -213,6 +214,8 @@ def test_folder_run_predicts_with_its_training_preprocessing(tmp_path, monkeypat
     info = json.loads((tmp_path / "run" / "model.json").read_text())
     assert info["data"]["preprocess"] == {"resize": "short-side", "size": 64, "crop": "centre"}
     assert info["spec"]["in_shape"] == [3, 64, 64]
+    # the chosen size is resolved into config.yaml: a resume (on a GPU too) reads 64, not its own default
+    assert ds_config.load_config(tmp_path / "run" / "config.yaml").data.image_size == 64
 
     seen = []
     original = verbs.logits

@@ -86,3 +86,25 @@ def test_mirrored_borders_wider_than_the_image_are_refused_by_name():
         ImageClassificationTask(x, y, x, y, num_classes=2, translate=6, translate_fill="reflect")
     task = ImageClassificationTask(x, y, x, y, num_classes=2, translate=2, translate_fill="reflect")
     assert task.describe_augmentation() == "random crop (pad 2, mirrored border)"
+
+
+def test_split_notes_are_printed_and_recorded(tmp_path, capsys):
+    """A class too small to give the test split an example is said once and kept in model.json's notes."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label, count in (("big", 20), ("tiny", 2)):
+        for i in range(count):
+            (tmp_path / "imgs" / label).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (8, 8), np.uint8)).save(tmp_path / "imgs" / label / f"{i}.png")
+    from deepstrata.cli import main
+
+    assert main(["fit", "--data", str(tmp_path / "imgs"), "--epochs", "1", "--width", "8", "--no-baselines",
+                 "--device", "cpu", "--out", str(tmp_path / "run")]) == 0
+    printed = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: split rule")]
+    recorded = [n for n in json.loads((tmp_path / "run" / "model.json").read_text())["data"]["notes"]
+                if n.startswith("split rule")]
+    assert printed and [f"note: {n}" for n in recorded] == printed

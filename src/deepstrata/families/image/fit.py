@@ -67,8 +67,13 @@ def read(cfg) -> Prepared:
                           device=resolve_device(cfg.train.device).type)
     splits = split_dataset(dataset, seed=cfg.train.seed, val_fraction=cfg.data.val_fraction,
                            test_fraction=cfg.data.test_fraction)
+    chosen = dataset.preprocess
+    if cfg.data.image_size is None and chosen is not None and chosen.get("resize") == "short-side":
+        # The size the policy chose is part of the resolved config: a resume (on another device too)
+        # reads the same size instead of choosing again.
+        cfg = cfg.override(data={"image_size": chosen["size"]})
     return Prepared(source=cfg.data.source, train_size=len(splits.train_y),
-                    guarded_paths=(cfg.data.source, cfg.data.data_dir), own=(dataset, splits))
+                    guarded_paths=(cfg.data.source, cfg.data.data_dir), own=(dataset, splits), cfg=cfg)
 
 
 def describe(prepared: Prepared, load_seconds: float) -> list[str]:
@@ -83,7 +88,7 @@ def describe(prepared: Prepared, load_seconds: float) -> list[str]:
     return [f"data: {dataset.source} — {c}x{h}x{w}, {len(splits.classes)} classes; split train "
             f"{len(splits.train_y)} / val {len(splits.val_y)} / test {len(splits.test_y)}"
             f"{' (official test split)' if splits.test_is_official else ''}; loaded in {load_seconds:.1f}s",
-            *(f"note: {note}" for note in dataset.notes)]
+            *(f"note: {note}" for note in dataset.notes + splits.notes)]
 
 
 def _info(net, classes: list[str], data: dict) -> dict:
@@ -117,7 +122,7 @@ def build(cfg, prepared: Prepared, fit: FitContext) -> Built:
         label_smoothing=t.label_smoothing, eval_batch_size=t.eval_batch_size, precision=t.precision,
         channels_last=t.channels_last, tta=t.tta,
     )
-    data = {"source": dataset.source, "format": dataset.format, "notes": dataset.notes,
+    data = {"source": dataset.source, "format": dataset.format, "notes": dataset.notes + splits.notes,
             "input_shape": list(in_shape), "augmentation": task.describe_augmentation()}
     if dataset.preprocess is not None:  # what predict / evaluate / inspect repeat on new files
         data["preprocess"] = dataset.preprocess
