@@ -6,7 +6,7 @@ RUN/
   model.json           model spec, classes, input shape: enough to rebuild the model
   provenance.json      versions, git commit, device, command, date
   metrics.jsonl        one JSON object per epoch
-  checkpoints/         last.* (resume) and best.safetensors (the kept weights)
+  checkpoints/         step-N/ directories behind an atomic `latest` pointer (resume), best.safetensors
   comparison.json      learned model vs hand-engineered baselines on the test split
   confusion.json       the learned model's confusion matrix on the test split
   report.html          one self-contained page
@@ -15,7 +15,7 @@ RUN/
 ```
 How a fit creates, locks, replaces and finishes one is ``deepstrata.rundir``.
 ``Run`` reads such a directory; every verb after ``fit`` (evaluate, predict, compare,
-inspect …) starts from one.
+inspect …) starts from one and asks the run's family (``deepstrata.families``) for what differs.
 """
 
 from __future__ import annotations
