@@ -123,6 +123,9 @@ POSITIVE_COUNT = Number(int, low=1, low_open=False)
 _TASK_ONLY: dict[str, tuple[str, ...]] = {}
 _DATA_OF = {"image": "image data", "text": "text data", "recommend": "interaction logs (--task recommend)"}
 _NOT_TO = {"image": "images", "text": "text", "recommend": "an interaction log"}
+# (the family the data was read as, the family the flag belongs to) -> how to say which was meant
+_TASK_HINTS = {("image", "text"): "add --task text if --data holds texts",
+               ("image", "recommend"): "add --task recommend if --data is an interaction log"}
 
 
 def task_only(action: argparse.Action, *tasks: str) -> argparse.Action:
@@ -137,11 +140,8 @@ def misapplied(parser: argparse.ArgumentParser, args: argparse.Namespace, task: 
     for dest, tasks in _TASK_ONLY.items():
         if task in tasks or getattr(args, dest, None) is None:
             continue
-        hint = None
-        if task == "image" and "text" in tasks:
-            hint = "add --task text if --data holds texts"
-        elif task == "image" and tasks == ("recommend",):
-            hint = "add --task recommend if --data is an interaction log"
+        hint = next((text for (detected, wanted), text in _TASK_HINTS.items()
+                     if detected == task and (wanted in tasks if wanted == "text" else tasks == (wanted,))), None)
         return ConfigError(f"{flags.get(dest, dest)} applies to {' and '.join(_DATA_OF[t] for t in tasks)}, "
                            f"not to {_NOT_TO[task]}", hint=hint)
     return None

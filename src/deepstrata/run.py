@@ -27,7 +27,7 @@ from torch import nn
 from deepstrata import runfiles
 from deepstrata.config import RunConfig
 from deepstrata.engine import checkpoint as ckpt
-from deepstrata.engine.devices import resolve_device
+from deepstrata.engine import distributed
 from deepstrata.errors import RunError
 from deepstrata.models.registry import build_model
 from deepstrata.records import MODEL_FILE
@@ -46,7 +46,7 @@ class Run:
         self.info = runfiles.read_json(info_path)
         self.family = _family_of(self.info, info_path)
         self._config: RunConfig | None = None
-        self.device = resolve_device(device)
+        self.device = distributed.rank_device(device)
         self._model: nn.Module | None = None
 
     @property

@@ -236,6 +236,12 @@ def barrier() -> None:
         dist.barrier()
 
 
+def my_stride() -> slice:
+    """This rank's share of an evaluation set: every N-th example from its rank (all of it in one process).
+    The shares are disjoint and cover the set, so sums across ranks count each example once."""
+    return slice(_ENV.rank, None, _ENV.world_size)
+
+
 def local_share(global_size: int) -> slice:
     """This rank's contiguous slice of a global batch of ``global_size`` examples.
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from deepstrata.config import per_world
+from deepstrata.engine import distributed
 from deepstrata.errors import ConfigError
 from deepstrata.families.base import Built, FitContext, Prepared
 from deepstrata.families.classification import classification_row, write_confusion
@@ -59,12 +60,10 @@ def read(cfg) -> Prepared:
                         own=Sharded(shards, counts))
     from deepstrata.data.images import load_images
     from deepstrata.data.split import split_dataset
-    from deepstrata.engine.devices import resolve_device
-
     # an image folder's size follows the model and the device (data.image_preprocess.input_size)
     dataset = load_images(cfg.data.source, format=cfg.data.format, image_size=cfg.data.image_size,
                           skip_bad=cfg.data.skip_bad, data_dir=cfg.data.data_dir, model=cfg.model.name,
-                          device=resolve_device(cfg.train.device).type)
+                          device=distributed.device_type(cfg.train.device))
     splits = split_dataset(dataset, seed=cfg.train.seed, val_fraction=cfg.data.val_fraction,
                            test_fraction=cfg.data.test_fraction)
     chosen = dataset.preprocess

@@ -189,8 +189,7 @@ class ImageClassificationTask:
     def validate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
         """Loss and accuracy on the validation split; each process scores every N-th example
         and the sums are added across processes, so no example is counted twice."""
-        env = distributed.current()
-        part = slice(env.rank, None, env.world_size)
+        part = distributed.my_stride()
         if len(self.val_y) == 0:
             return {}  # no validation split (val_fraction 0): the loop keeps the last epoch
         x, y = self.val_x[part], self.val_y[part].cpu()

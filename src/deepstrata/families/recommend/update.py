@@ -17,7 +17,7 @@ import torch
 from deepstrata.config import dump_config
 from deepstrata.data.interactions import merge_logs
 from deepstrata.engine import checkpoint as ckpt
-from deepstrata.engine.devices import resolve_device
+from deepstrata.engine import distributed
 from deepstrata.engine.loop import train
 from deepstrata.families.recommend.config import read_log, split_events
 from deepstrata.families.recommend.fit import (baseline_rows, comparison_record, data_section, learned_row,
@@ -66,7 +66,7 @@ def update_run(run, data, *, out: str | Path | None = None, epochs: int | None =
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)
         net.grow(log.num_users, log.num_items)
-    device = resolve_device(cfg.train.device)
+    device = distributed.rank_device(cfg.train.device)
     net.to(device)
     before = metrics_only(evaluate_scorer(model_scorer(net, device), split.test, split.num_items))
     target = Path(out) if out is not None else run.path.with_name(f".{run.path.name}.update")

@@ -188,9 +188,8 @@ class TextClassificationTask:
     def validate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
         """Loss and accuracy on the validation split; each process scores every N-th text and
         the sums are added across processes, so no text is counted twice."""
-        env = distributed.current()
-        ids = self.val_ids[env.rank::env.world_size]
-        y = self.val_y[env.rank::env.world_size]
+        part = distributed.my_stride()
+        ids, y = self.val_ids[part], self.val_y[part]
         logits = predict_logits(model, ids, device, self.eval_batch_size, self.precision)
         return distributed.val_metrics(logits, y, device)
 
@@ -245,10 +244,9 @@ class FrozenFeatureTask:
 def shared_features(model: nn.Module, ids: list[np.ndarray], device: torch.device, batch_size: int = 128,
                     precision: str = "32") -> torch.Tensor:
     """``pooled_features`` with the texts split across processes (every N-th) and gathered on all."""
-    env = distributed.current()
-    if not env.active:
+    if not distributed.current().active:
         return pooled_features(model, ids, device, batch_size, precision)
-    mine = torch.arange(env.rank, len(ids), env.world_size)
+    mine = torch.arange(len(ids))[distributed.my_stride()]
     part = pooled_features(model, [ids[i] for i in mine.tolist()], device, batch_size, precision)
     full = torch.zeros(len(ids), model.feature_dim, dtype=torch.float32, device=device)
     full[mine.to(device)] = part.to(device)
