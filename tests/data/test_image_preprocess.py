@@ -236,3 +236,30 @@ def test_folder_run_predicts_with_its_training_preprocessing(tmp_path, monkeypat
     Run(tmp_path / "run").predict(portrait)
     assert torch.equal(seen[-1], load_image_files([portrait], 3, (64, 64)))
     assert not torch.equal(seen[-1][0], trained.x[index])
+
+
+def test_shards_of_a_photo_folder_keep_the_aspect_and_a_shard_run_predicts_alike(tmp_path):
+    """`deepstrata shard --image-size S` (what the over-budget refusal suggests) crops like fit, never squashes,
+    and records it: a run trained on the shards predicts new files with the same crop."""
+    from deepstrata.api import fit
+    from deepstrata.data.image_files import decode_kept_aspect
+    from deepstrata.data.shards import open_shards, write_shards
+
+    rng = np.random.default_rng(1)
+    for label in ("cat", "dog"):
+        for i in range(12):
+            size = (60, 90) if i % 2 else (90, 60)  # portrait and landscape
+            _save(tmp_path / "photos" / label / f"{i}.jpg", rng.integers(0, 256, (size[1], size[0], 3), np.uint8))
+    shards = write_shards(str(tmp_path / "photos"), tmp_path / "shards", "1MB", image_size=32)
+    opened = open_shards(shards.root)
+    assert opened.preprocess == {"resize": "short-side", "size": 32, "crop": "centre"}
+    images = np.concatenate([chunk for name in ("train", "val", "test") for chunk, _ in opened.splits[name].chunks(64)])
+    expected = {decode_kept_aspect(p, 3, (32, 32)).tobytes() for p in (tmp_path / "photos").rglob("*.jpg")}
+    assert {image.transpose(1, 2, 0).tobytes() for image in images} <= expected
+
+    run = fit(str(shards.root), epochs=1, width=8, baselines=False, quiet=True, device="cpu", out=tmp_path / "run")
+    assert run.info["data"]["preprocess"] == opened.preprocess
+    portrait = tmp_path / "photos" / "dog" / "1.jpg"
+    assert run.predict(portrait)[0].label in ("cat", "dog")
+    assert torch.equal(load_image_files([portrait], 3, (32, 32), preprocess=Preprocess(32, 32))[0],
+                       torch.from_numpy(decode_kept_aspect(portrait, 3, (32, 32)).copy()).permute(2, 0, 1))

@@ -143,6 +143,11 @@ class ShardSet:
         return list(self.manifest.get("notes", []))
 
     @property
+    def preprocess(self) -> dict | None:
+        """How the source's files became these pixels (``data.preprocess`` of a run), or None."""
+        return self.manifest.get("preprocess")
+
+    @property
     def seed(self) -> int:
         return int(self.manifest["split"]["seed"])
 

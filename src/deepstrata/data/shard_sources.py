@@ -50,6 +50,7 @@ class TensorSource:
         self.source = dataset.source or "in-memory images"
         self.format = dataset.format or "tensors"
         self.notes = list(dataset.notes)
+        self.preprocess = dataset.preprocess  # how a folder's files became these pixels, or None
 
     def read(self, part: str, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x = self.dataset.test_x if part == "test" else self.dataset.x
@@ -71,6 +72,7 @@ class FolderSource:
     def __init__(self, path: Path, image_size: int | None = None, skip_bad: bool = False) -> None:
         from deepstrata.data.image_files import THREADED_PIXELS, parallel_map, probe_image
         from deepstrata.data.image_folder import drop_bad, folder_geometry, folder_layout, scan_dir
+        from deepstrata.data.image_preprocess import Preprocess
 
         entries, labels, is_test, classes, notes = folder_layout(path, scan_dir(path))
         probes = parallel_map(lambda i: probe_image(entries[i].source), len(entries), threads=False)
@@ -88,6 +90,10 @@ class FolderSource:
         self.test_labels = np.array([labels[i] for i in test], dtype=np.int64) if test else None
         self.classes = classes
         self.image_shape = (channels, size[0], size[1])
+        # Every file keeps its aspect (scaled to cover the size, centre-cropped), as fit reads folders;
+        # the manifest records it so that predict on a shard-trained run repeats it.
+        self._preprocess = Preprocess(size[0], size[1])
+        self.preprocess = self._preprocess.record()
         self.source = str(path)
         self.format = "folder"
         self.notes = notes
@@ -104,7 +110,7 @@ class FolderSource:
 
         def decode(k: int) -> str | None:
             try:
-                pixels[k] = decode_image(entries[k].source, channels, (height, width))
+                pixels[k] = decode_image(entries[k].source, channels, (height, width), self._preprocess)
             except Exception as exc:  # any decoder failure is a bad file, reported by name
                 return describe_error(exc)
             return None

@@ -261,6 +261,8 @@ def write_shards(
         "notes": notes,
         "splits": splits,
     }
+    if getattr(src, "preprocess", None) is not None:  # a folder's files: aspect kept, centre crop
+        manifest["preprocess"] = src.preprocess
     from deepstrata.engine.checkpoint import atomic_write_json
 
     written = {out / r[kind] for s in splits.values() for r in s["shards"] for kind in ("images", "labels")}

@@ -154,9 +154,11 @@ def _build_sharded(cfg, sharded: Sharded, fit: FitContext) -> Built:
         used = task.num_batches(global_batch) * global_batch
         streaming += (f", {env.world_size} ranks reading whole shards: {used:,} of {counts['train']:,} train examples "
                       "per epoch (a different remainder each epoch)")
-    info = _info(net, shards.classes, {"source": cfg.data.source, "format": "shards",
-                                       "notes": shards.notes + [streaming], "input_shape": list(in_shape),
-                                       "augmentation": task.describe_augmentation()})
+    data = {"source": cfg.data.source, "format": "shards", "notes": shards.notes + [streaming],
+            "input_shape": list(in_shape), "augmentation": task.describe_augmentation()}
+    if shards.preprocess is not None:  # what predict / evaluate repeat on new image files
+        data["preprocess"] = shards.preprocess
+    info = _info(net, shards.classes, data)
     line = (f"model: {cfg.model.name} ({info['params']:,} parameters) on {fit.device}; {streaming}; "
             f"augmentation: {task.describe_augmentation()}")
     return Built(net=net, task=task, info=info, model_line=line, description=cfg.model.name,
