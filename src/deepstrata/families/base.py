@@ -25,6 +25,7 @@ verb expects — the message users saw before families existed.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,8 +77,9 @@ class Built:
     own: dict = field(default_factory=dict)   # family state kept from build to score (encoded texts ...)
 
 
-class Family:
-    """Base of every task family; the methods a family lacks refuse with a message naming the run's kind."""
+class Family(ABC):
+    """Base of every task family. The abstract methods every family implements (a family missing one cannot
+    be created); the verbs some families lack refuse with a message naming the run's kind."""
 
     name: str = ""                   # the --task value: "image", "text", "recommend"
     task: str = ""                   # the task recorded in model.json, config.yaml, comparison.json
@@ -93,11 +95,14 @@ class Family:
         return False
 
     # --- fit ----------------------------------------------------------------------------
+    @abstractmethod
     def resolve_config(self, data, model, config, overrides: dict):
-        raise NotImplementedError
+        """The ``RunConfig`` of a fit: the family's defaults, then ``config`` (object, YAML path or a resumed
+        run's), then ``overrides``; options of other families are refused by name."""
 
+    @abstractmethod
     def read(self, cfg, data) -> Prepared:
-        raise NotImplementedError
+        """Read and split ``data`` (or ``cfg.data.source``) into ``Prepared``; nothing is written yet."""
 
     def describe(self, cfg, prepared: Prepared, load_seconds: float) -> list[str]:
         """The lines a fit prints about its data once the run directory is ready ("data: ...", "note: ...")."""
@@ -106,21 +111,25 @@ class Family:
     def check_world(self, cfg, prepared: Prepared, world_size: int) -> None:
         """Refuse, before anything is written, what this family cannot do on ``world_size`` processes."""
 
+    @abstractmethod
     def build(self, cfg, prepared: Prepared, fit: FitContext) -> Built:
-        raise NotImplementedError
+        """The model (seeded), the loop ``Task`` that feeds it, and the model.json record."""
 
+    @abstractmethod
     def write_records(self, cfg, prepared: Prepared, built: Built, fit: FitContext) -> None:
-        raise NotImplementedError
+        """model.json, provenance.json and any file of the family's own (rank 0, before and after training)."""
 
+    @abstractmethod
     def score(self, cfg, prepared: Prepared, built: Built, result, fit: FitContext) -> list[dict]:
-        raise NotImplementedError
+        """The learned model's comparison row(s) on the test split, after training (rank 0)."""
 
     def baselines(self, cfg, prepared: Prepared, built: Built, fit: FitContext) -> tuple[list[dict], dict]:
         """Baseline rows, and extra comparison.json fields (e.g. ``skipped``)."""
         return [], {}
 
+    @abstractmethod
     def comparison(self, cfg, prepared: Prepared, rows: list[dict]) -> dict:
-        raise NotImplementedError
+        """comparison.json's fields: task, data, split, primary_metric and ``rows``, in that order."""
 
     def report_sections(self, cfg, prepared: Prepared, built: Built, rows: list[dict]) -> list[tuple[str, str]]:
         return []
@@ -159,8 +168,9 @@ class Family:
 
         return json.dumps([p.to_dict() for p in predictions], indent=2, ensure_ascii=False)
 
+    @abstractmethod
     def evaluate(self, run, data, data_dir):
-        raise NotImplementedError
+        """Metrics of the run's kept model on ``data`` (default: the run's own test split), saying which split."""
 
     def embed(self, run, texts, per_token: bool):
         self.refuse(run, "embed")
@@ -179,15 +189,15 @@ class Family:
         self.refuse(run, "recommend, similar and update")
 
     # --- inspect and features (deepstrata.inspect asks the family for its data and views) ---
+    @abstractmethod
     def inspect_sample(self, run, data, *, samples: int, seed: int, data_dir):
         """An ``inspect.data.InspectData`` sample of the run's data for probes, CKA and maps."""
-        raise NotImplementedError
 
     def inspect_views(self, result, model, control, sample, names, *, maximize: bool, seed: int, token,
                       batch_size: int) -> None:
         """Add the family's own views (pictures, attention, neighbours ...) to an ``InspectionResult``;
         ``control`` is the same architecture at random initialisation."""
 
+    @abstractmethod
     def features(self, run, x, layer: str, *, data_dir, batch_size: int):
         """``(values [N, D], ids or None)``: pooled features of ``layer`` for ``x`` (inputs or a data source)."""
-        raise NotImplementedError

@@ -47,6 +47,12 @@ class InspectData:
         return len(self.labels)
 
 
+def held_out_description(test_is_official: bool) -> str:
+    """What a sample drawn from a run's own source is drawn from, as the inspect report states it."""
+    return ("validation split + official test split" if test_is_official
+            else "validation + test splits") + " of the run (not used to fit the weights)"
+
+
 def sample_rows(n: int, size: int, seed: int) -> np.ndarray:
     """A seeded random subset of ``range(n)`` of at most ``size`` rows, in the original order."""
     if n <= size:

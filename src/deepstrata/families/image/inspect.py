@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from deepstrata.errors import DataError
-from deepstrata.inspect.data import InspectData, sample_rows
+from deepstrata.inspect.data import InspectData, held_out_description, sample_rows
 from deepstrata.inspect.taps import extract
 from deepstrata.inspect.visuals import MaximizeSettings
 
@@ -99,8 +99,7 @@ def load_image_sample(run, data: str | None = None, *, samples: int = 2000, seed
                                test_fraction=run.config.data.test_fraction)
         x = torch.cat([splits.val_x, splits.test_x])
         y = torch.cat([splits.val_y, splits.test_y])
-        which = ("validation split + official test split" if splits.test_is_official
-                 else "validation + test splits") + " of the run (not used to fit the weights)"
+        which = held_out_description(splits.test_is_official)
     elif dataset.test_x is not None:
         x, y, which = dataset.test_x, dataset.test_y, "official test split"
     else:

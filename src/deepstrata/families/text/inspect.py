@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from deepstrata.inspect.data import InspectData, sample_rows
+from deepstrata.inspect.data import InspectData, held_out_description, sample_rows
 from deepstrata.inspect.neighbours import NeighbourTable, columns_to_rows, cosine_neighbours
 from deepstrata.inspect.taps import model_device, read_layers
 
@@ -46,8 +46,7 @@ def load_text_sample(run, data: str | None = None, *, samples: int = 2000, seed:
         splits = split_text(dataset, seed=cfg.train.seed, val_fraction=cfg.data.val_fraction,
                             test_fraction=cfg.data.test_fraction)
         texts, labels = splits.val_texts + splits.test_texts, np.concatenate([splits.val_y, splits.test_y])
-        which = ("validation split + official test split" if splits.test_is_official
-                 else "validation + test splits") + " of the run (not used to fit the weights)"
+        which = held_out_description(splits.test_is_official)
     elif dataset.test_texts is not None:
         texts, labels, which = dataset.test_texts, dataset.test_labels, "official test split"
     else:
