@@ -32,8 +32,9 @@ OWNED_FILES = frozenset({
     "interactions.npz", "vocab.json",         # recommendation runs (families.recommend.config.LOG_FILE, VOCAB_FILE)
 })
 """Files a run directory's top level may hold that deepstrata wrote; nothing else is ever removed."""
-OWNED_DIRS = frozenset({"checkpoints", "inspect"})
-"""Directories deepstrata writes inside a run: the loop's checkpoints, ``deepstrata inspect``'s report."""
+OWNED_DIRS = frozenset({"checkpoints", "inspect", "data-shards"})
+"""Directories deepstrata writes inside a run: the loop's checkpoints, ``deepstrata inspect``'s report, and the
+shards of an image folder too large for memory (``families.image.spill.SHARD_DIR``)."""
 
 
 def timestamp() -> str:

@@ -138,8 +138,17 @@ def format_bytes(count: float) -> str:
     return f"{int(count)} bytes"
 
 
+class OverBudget(DataError):
+    """The decoded images would not fit the memory budget. A fit on a folder catches it and streams
+    (writes shards into the run directory); everywhere else it is the one-line error it says."""
+
+    def __init__(self, message: str, *, estimate: int, budget: int) -> None:
+        super().__init__(message)
+        self.estimate, self.budget = estimate, budget
+
+
 def check_memory(source: str, count: int, channels: int, height: int, width: int) -> int:
-    """The decoded size of ``count`` images; a ``DataError`` saying how to shard instead when over the budget."""
+    """The decoded size of ``count`` images; ``OverBudget`` saying how to shard instead when over the budget."""
     estimate = count * channels * height * width
     budget = memory_budget()
     if estimate > budget:
@@ -152,12 +161,21 @@ def check_memory(source: str, count: int, channels: int, height: int, width: int
                 break
         shards = shlex.quote(f"{base}-shards")
         size = f" --image-size {height}" if height == width else ""
-        raise DataError(
+        raise OverBudget(
             f"{source}: {count:,} images at {channels}x{height}x{width} decode to about {format_bytes(estimate)}, "
             f"over the memory budget of {format_bytes(budget)} ({BUDGET_ENV} to change); write shards and "
             f"stream them: deepstrata shard --data {shlex.quote(source)} --out {shards}{size}, then "
-            f"deepstrata fit --data {shards}")
+            f"deepstrata fit --data {shards}", estimate=estimate, budget=budget)
     return estimate
+
+
+def budget_share(example_bytes: int, fraction: float, most: int) -> int:
+    """How many examples of ``example_bytes`` fit in ``fraction`` of the memory budget (at least 1, at most ``most``).
+
+    What streaming keeps resident (the shuffle buffer, the baselines' sample) is sized by it,
+    so a small budget bounds those too, not only the decision to stream.
+    """
+    return max(1, min(most, int(memory_budget() * fraction) // max(1, example_bytes)))
 
 
 def decode_rate_note(count: int, channels: int, height: int, width: int, seconds: float, threads: int) -> str:

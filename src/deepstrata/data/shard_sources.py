@@ -69,9 +69,13 @@ class FolderSource:
     the manifest's notes); without, it is a ``DataError`` naming the file.
     """
 
-    def __init__(self, path: Path, image_size: int | None = None, skip_bad: bool = False) -> None:
+    def __init__(self, path: Path, image_size: int | None = None, skip_bad: bool = False, *,
+                 model: str | None = None, device: str | None = None) -> None:
+        """A fit that streams a folder over the memory budget names its ``model`` and ``device`` type: the
+        size is then the size policy's (``image_preprocess.input_size``), as when the folder fits in memory;
+        ``deepstrata shard`` names neither and keeps ``image_size`` or the most common size."""
         from deepstrata.data.image_files import THREADED_PIXELS, parallel_map, probe_image
-        from deepstrata.data.image_folder import drop_bad, folder_geometry, folder_layout, scan_dir
+        from deepstrata.data.image_folder import drop_bad, folder_geometry, folder_layout, scan_dir, sized_geometry
         from deepstrata.data.image_preprocess import Preprocess
 
         entries, labels, is_test, classes, notes = folder_layout(path, scan_dir(path))
@@ -80,7 +84,11 @@ class FolderSource:
         if not keep:
             raise DataError(f"{path}: none of the {len(entries)} image files could be read")
         good = [probes[i] for i in keep]
-        channels, size = folder_geometry(good, image_size, notes)
+        if model is not None or device is not None:
+            channels, chosen = sized_geometry(good, image_size, notes, model=model, device=device, preprocess=None)
+            size = (chosen.height, chosen.width)
+        else:
+            channels, size = folder_geometry(good, image_size, notes)
         main = [i for i in keep if not is_test[i]]
         test = [i for i in keep if is_test[i]]
         if not main:

@@ -7,6 +7,7 @@ reading, batching and the baselines' sample differ, so each step below has its t
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -27,11 +28,13 @@ class Sharded:
 
     shards: object
     counts: dict
+    spill: object = None  # spill.Spill: a folder over the memory budget, written into the run as shards
 
 
-def check_shard_config(cfg) -> None:
-    """Options that need the whole training set in memory are refused for shards, by name."""
-    for key in ("format", "image_size"):
+def check_shard_config(cfg, *, written: bool = True) -> None:
+    """Options that need the whole training set in memory are refused for shards, by name; for shards already
+    ``written`` (a shard directory given as data) also the options that chose their format and size."""
+    for key in ("format", "image_size") if written else ():
         if getattr(cfg.data, key) is not None:
             raise ConfigError(f"data.{key}: shards keep the format and size they were written with; "
                               f"give --{key.replace('_', '-')} to `deepstrata shard` instead")
@@ -58,24 +61,43 @@ def read(cfg) -> Prepared:
         counts = {name: shards.splits[name].count for name in ("train", "val", "test")}
         return Prepared(source=cfg.data.source, train_size=counts["train"], guarded_paths=(cfg.data.source,),
                         own=Sharded(shards, counts))
+    from deepstrata.data.image_preprocess import OverBudget
     from deepstrata.data.images import load_images
     from deepstrata.data.split import split_dataset
-    # an image folder's size follows the model and the device (data.image_preprocess.input_size)
-    dataset = load_images(cfg.data.source, format=cfg.data.format, image_size=cfg.data.image_size,
-                          skip_bad=cfg.data.skip_bad, data_dir=cfg.data.data_dir, model=cfg.model.name,
-                          device=distributed.device_type(cfg.train.device))
+
+    device = distributed.device_type(cfg.train.device)
+    try:  # an image folder's size follows the model and the device (data.image_preprocess.input_size)
+        dataset = load_images(cfg.data.source, format=cfg.data.format, image_size=cfg.data.image_size,
+                              skip_bad=cfg.data.skip_bad, data_dir=cfg.data.data_dir, model=cfg.model.name,
+                              device=device)
+    except OverBudget as over:  # too large to decode into memory: streamed through shards in the run
+        from deepstrata.families.image import spill
+
+        check_shard_config(cfg, written=False)
+        planned = spill.plan(cfg, over, device)
+        return Prepared(source=cfg.data.source, train_size=planned.counts["train"],
+                        guarded_paths=(cfg.data.source, cfg.data.data_dir),
+                        own=Sharded(None, planned.counts, planned),
+                        cfg=_with_chosen_size(cfg, planned.source.preprocess))
     splits = split_dataset(dataset, seed=cfg.train.seed, val_fraction=cfg.data.val_fraction,
                            test_fraction=cfg.data.test_fraction)
-    chosen = dataset.preprocess
-    if cfg.data.image_size is None and chosen is not None and chosen.get("resize") == "short-side":
-        # The size the policy chose is part of the resolved config: a resume (on another device too)
-        # reads the same size instead of choosing again.
-        cfg = cfg.override(data={"image_size": chosen["size"]})
     return Prepared(source=cfg.data.source, train_size=len(splits.train_y),
-                    guarded_paths=(cfg.data.source, cfg.data.data_dir), own=(dataset, splits), cfg=cfg)
+                    guarded_paths=(cfg.data.source, cfg.data.data_dir), own=(dataset, splits),
+                    cfg=_with_chosen_size(cfg, dataset.preprocess))
+
+
+def _with_chosen_size(cfg, chosen: dict | None):
+    """The size the policy chose is part of the resolved config: a resume (on another device too) reads the
+    same size instead of choosing again."""
+    if cfg.data.image_size is None and chosen is not None and chosen.get("resize") == "short-side":
+        return cfg.override(data={"image_size": chosen["size"]})
+    return cfg
 
 
 def describe(prepared: Prepared, load_seconds: float) -> list[str]:
+    if isinstance(prepared.own, Sharded) and prepared.own.spill is not None:
+        planned = prepared.own.spill
+        return [planned.line(), *(f"note: {note}" for note in planned.source.notes)]
     if isinstance(prepared.own, Sharded):
         shards, counts = prepared.own.shards, prepared.own.counts
         c, h, w = shards.image_shape
@@ -136,6 +158,14 @@ def _build_sharded(cfg, sharded: Sharded, fit: FitContext) -> Built:
     from deepstrata.families.image.task import flip_mode
     from deepstrata.models.registry import build_image_model
 
+    if sharded.spill is not None and sharded.shards is None:
+        from deepstrata.families.image import spill
+
+        def say(message: str) -> None:
+            if not fit.quiet:
+                print(message, file=sys.stderr)
+
+        sharded.shards = spill.write(cfg, sharded.spill, fit.run_dir, fit.resuming, fit.env.world_size, say)
     shards, counts = sharded.shards, sharded.counts
     in_shape = tuple(shards.image_shape)
     torch.manual_seed(cfg.train.seed)
@@ -156,6 +186,11 @@ def _build_sharded(cfg, sharded: Sharded, fit: FitContext) -> Built:
                       "per epoch (a different remainder each epoch)")
     data = {"source": cfg.data.source, "format": "shards", "notes": shards.notes + [streaming],
             "input_shape": list(in_shape), "augmentation": task.describe_augmentation()}
+    if sharded.spill is not None:  # the folder, streamed through the run's own shards (evaluate/inspect read them)
+        from deepstrata.families.image.spill import SHARD_DIR
+
+        data.update(format="folder", shards=SHARD_DIR)
+        data["notes"] = [sharded.spill.line().removeprefix("data: "), *data["notes"]]
     if shards.preprocess is not None:  # what predict / evaluate repeat on new image files
         data["preprocess"] = shards.preprocess
     info = _info(net, shards.classes, data)
@@ -206,15 +241,17 @@ def _sharded_baselines(cfg, sharded: Sharded, task, say) -> list[dict]:
     """Fitted on a seeded sample of the train and val shards, scored on the whole test split — or skipped,
     with a line, when the test split is larger than the baselines may load."""
     from deepstrata.baselines.image_features import run_image_baselines
-    from deepstrata.families.image.streaming import BASELINE_MAX_TEST_BYTES, BASELINE_TRAIN_SAMPLE, BASELINE_VAL_SAMPLE
+    from deepstrata.data.image_preprocess import format_bytes
+    from deepstrata.families.image.streaming import baseline_sample_sizes, baseline_test_limit
 
     shards, counts = sharded.shards, sharded.counts
-    if shards.nbytes("test") > BASELINE_MAX_TEST_BYTES:
-        say(f"baselines: skipped — the test split ({shards.nbytes('test') / 1e6:.0f} MB of pixels) is "
-            f"larger than the {BASELINE_MAX_TEST_BYTES // 2**20} MiB the baselines may load")
+    if shards.nbytes("test") > baseline_test_limit():
+        say(f"baselines: skipped — the test split ({format_bytes(shards.nbytes('test'))} of pixels) is "
+            f"larger than the {format_bytes(baseline_test_limit())} the baselines may load")
         return []
-    train_x, train_y = task.sample("train", BASELINE_TRAIN_SAMPLE, cfg.train.seed)
-    val_x, val_y = task.sample("val", BASELINE_VAL_SAMPLE, cfg.train.seed)
+    train_sample, val_sample = baseline_sample_sizes(tuple(shards.image_shape))
+    train_x, train_y = task.sample("train", train_sample, cfg.train.seed)
+    val_x, val_y = task.sample("val", val_sample, cfg.train.seed)
     test_x, test_y = task.sample("test", counts["test"], cfg.train.seed)
     say(f"baselines: hand-engineered features → logistic regression, fitted on a sample of "
         f"{len(train_y)} of {counts['train']} train and {len(val_y)} of {counts['val']} val images, "

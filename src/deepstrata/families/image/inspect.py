@@ -90,9 +90,13 @@ def load_image_sample(run, data: str | None = None, *, samples: int = 2000, seed
     """Up to ``samples`` held-out images of ``data`` (default: the run's own source) with their labels."""
     from deepstrata.data.shards import is_shard_dir
     from deepstrata.data.split import split_dataset
+    from deepstrata.families.image.verbs import own_shards
 
     if is_shard_dir(data or run.config.data.source):
         return load_shard_sample(run, data or run.config.data.source, samples=samples, seed=seed)
+    own = own_shards(run, data or run.config.data.source)
+    if own:  # a folder the fit streamed: its held-out images are in the run's shards
+        return load_shard_sample(run, own, samples=samples, seed=seed)
     source, same, dataset, (c, h, w), match = _image_source(run, data, data_dir)
     if same:
         splits = split_dataset(dataset, seed=run.config.train.seed, val_fraction=run.config.data.val_fraction,

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deepstrata.data.augment import crop_padding, random_crop, random_flip
+from deepstrata.data.image_preprocess import budget_share, memory_budget
 from deepstrata.data.shards import Shard, ShardSet, SplitShards, open_shards
 from deepstrata.engine import distributed
 from deepstrata.engine.loop import batch_generator
@@ -140,8 +141,21 @@ class ShuffleBuffer:
 
 
 def default_buffer_size(shape: tuple[int, ...]) -> int:
-    """16,384 examples, or fewer when that would take more than 256 MB of pixels."""
-    return max(1, min(DEFAULT_BUFFER_EXAMPLES, DEFAULT_BUFFER_BYTES // int(np.prod(shape))))
+    """16,384 examples, or fewer when that would take more than 256 MB of pixels or a quarter of the memory budget."""
+    example = int(np.prod(shape))
+    return budget_share(example, 0.25, max(1, min(DEFAULT_BUFFER_EXAMPLES, DEFAULT_BUFFER_BYTES // example)))
+
+
+def baseline_sample_sizes(shape: tuple[int, ...]) -> tuple[int, int]:
+    """Train and val examples the baselines fit on: 10,000 and 5,000, or what a quarter of the budget holds
+    (the baselines' features take a few times the pixels)."""
+    example = int(np.prod(shape))
+    return (budget_share(example, 0.125, BASELINE_TRAIN_SAMPLE), budget_share(example, 0.0625, BASELINE_VAL_SAMPLE))
+
+
+def baseline_test_limit() -> int:
+    """Bytes of test pixels the baselines may load: 512 MiB, or a quarter of the memory budget."""
+    return min(BASELINE_MAX_TEST_BYTES, memory_budget() // 4)
 
 
 class ShardedImageTask:

@@ -20,6 +20,17 @@ def run_preprocess(run):
     return None if record is None else Preprocess.from_record(record)
 
 
+def own_shards(run, source: str) -> str | None:
+    """The run's own shards of ``source`` when the fit streamed that folder through them (it was over the memory
+    budget, see ``families.image.spill``): the run's split, read chunk by chunk instead of decoding the folder."""
+    from deepstrata.data.shards import is_shard_dir
+
+    name = (run.info.get("data") or {}).get("shards")
+    if name and source == run.config.data.source and is_shard_dir(Path(run.path) / name):
+        return str(Path(run.path) / name)
+    return None
+
+
 def predict(run, paths) -> list[Prediction]:
     """Label and probability for each image file (or every image in a folder)."""
     from deepstrata.data.images import list_image_files, load_image_files
@@ -63,6 +74,8 @@ def evaluate(run, data: str | None = None, data_dir: str | None = None) -> dict:
 
     if is_shard_dir(source):
         return evaluate_shards(run, source)
+    if own_shards(run, source):
+        return {**evaluate_shards(run, own_shards(run, source)), "data": source, "split": "test split of the run"}
     dataset = load_images(
         source,
         format=run.config.data.format if same else None,
