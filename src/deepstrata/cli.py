@@ -21,7 +21,7 @@ from deepstrata import __version__, cli_inspect, cli_recommend, cli_text
 from deepstrata import cli_shard
 from deepstrata.cli_args import (IMAGE_FORMATS, POSITIVE_COUNT, Parser, for_verb, in_flag_names, misapplied, number,
                                  os_error_line, task_only, verb_parser)
-from deepstrata.config import DEVICES, LR_SCALINGS, PRECISIONS, SCHEDULES
+from deepstrata.config import CROPS, DEVICES, LR_SCALINGS, PRECISIONS, SCHEDULES
 from deepstrata.errors import ConfigError, DeepstrataError, Interrupted
 from deepstrata.model_names import IMAGE_MODELS, MODEL_NAMES
 
@@ -52,6 +52,10 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
                                  help="folder images' input size: short side to PX, centre crop (default: chosen for "
                                       "the model and device, e.g. 64 for a CNN on a CPU; smaller images keep their "
                                       "most common size)"), "image")
+    task_only(image.add_argument("--crop", choices=CROPS,
+                                 help="training crop: resized (a random box of 35-100%% of the area, resized: "
+                                      "photos) or pad (pad and crop at a random offset: small images); default "
+                                      "auto: resized for photos scaled down to the input size, else pad"), "image")
     task_only(image.add_argument("--skip-bad", action="store_true", default=None,
                                  help="skip unreadable images in a folder (the count is reported)"), "image")
     task_only(p.add_argument("--val-fraction", type=number("data.val_fraction"), metavar="F",

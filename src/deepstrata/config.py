@@ -47,6 +47,7 @@ PRECISIONS = ("32", "bf16", "fp16")
 OPTIMIZERS = ("adamw", "sgd")
 FLIPS = ("auto", "random", "alternate", "none")
 FILLS = ("zeros", "reflect")
+CROPS = ("auto", "pad", "resized")
 LR_SCALINGS = ("none", "linear", "sqrt")
 
 
@@ -143,6 +144,7 @@ class TrainConfig:
     flip: str = "auto"
     translate: int | None = None
     translate_fill: str = "zeros"
+    crop: str = "auto"
     tta: bool = False
     freeze_after: dict[str, int] = field(default_factory=dict)
 
@@ -154,6 +156,7 @@ class TrainConfig:
         _check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("train.flip", self.flip, FLIPS)
         _check_choice("train.translate_fill", self.translate_fill, FILLS)
+        _check_choice("train.crop", self.crop, CROPS)
         _check_choice("train.lr_scaling", self.lr_scaling, LR_SCALINGS)
         if not isinstance(self.batch_per_device, bool):
             raise ConfigError(f"train.batch_per_device: got {self.batch_per_device!r}, expected true or false")

@@ -212,6 +212,12 @@ def test_folder_run_predicts_with_its_training_preprocessing(tmp_path, monkeypat
     assert info["spec"]["in_shape"] == [3, 64, 64]
     # the chosen size is resolved into config.yaml: a resume (on a GPU too) reads 64, not its own default
     assert ds_config.load_config(tmp_path / "run" / "config.yaml").data.image_size == 64
+    # photos scaled down train with the resized crop (resolved into config.yaml); small images keep the padded one
+    assert ds_config.load_config(tmp_path / "run" / "config.yaml").train.crop == "resized"
+    assert info["data"]["augmentation"].startswith("random resized crop (scale 0.35-1")
+    from deepstrata.families.image.fit import read
+
+    assert read(ds_config.RunConfig().override(data={"source": "digits"})).cfg.train.crop == "pad"
 
     seen = []
     original = verbs.logits

@@ -45,6 +45,7 @@ def test_folder_over_the_budget_streams_through_the_runs_shards(photos, tmp_path
     info = json.loads((tmp_path / "run" / "model.json").read_text())
     assert info["data"]["shards"] == spill.SHARD_DIR and info["data"]["format"] == "folder"
     assert info["data"]["preprocess"] == {"resize": "short-side", "size": 64, "crop": "centre"}
+    assert info["data"]["augmentation"].startswith("random resized crop")  # streamed photos crop as in memory
     shards = open_shards(tmp_path / "run" / spill.SHARD_DIR)
     # what stays resident while streaming is bounded by the budget: the shuffle buffer within a quarter of it
     example = 3 * 64 * 64

@@ -78,20 +78,22 @@ def read(cfg) -> Prepared:
         return Prepared(source=cfg.data.source, train_size=planned.counts["train"],
                         guarded_paths=(cfg.data.source, cfg.data.data_dir),
                         own=Sharded(None, planned.counts, planned),
-                        cfg=_with_chosen_size(cfg, planned.source.preprocess))
+                        cfg=_resolved(cfg, planned.source.preprocess, planned.source.downscaled))
     splits = split_dataset(dataset, seed=cfg.train.seed, val_fraction=cfg.data.val_fraction,
                            test_fraction=cfg.data.test_fraction)
     return Prepared(source=cfg.data.source, train_size=len(splits.train_y),
                     guarded_paths=(cfg.data.source, cfg.data.data_dir), own=(dataset, splits),
-                    cfg=_with_chosen_size(cfg, dataset.preprocess))
+                    cfg=_resolved(cfg, dataset.preprocess, dataset.downscaled))
 
 
-def _with_chosen_size(cfg, chosen: dict | None):
-    """The size the policy chose is part of the resolved config: a resume (on another device too) reads the
-    same size instead of choosing again."""
+def _resolved(cfg, chosen: dict | None, downscaled: bool):
+    """The size the policy chose and the training crop are part of the resolved config: a resume (on another
+    device too) reads the same size and crops the same way instead of choosing again."""
+    from deepstrata.families.image.task import resolve_crop
+
     if cfg.data.image_size is None and chosen is not None and chosen.get("resize") == "short-side":
-        return cfg.override(data={"image_size": chosen["size"]})
-    return cfg
+        cfg = cfg.override(data={"image_size": chosen["size"]})
+    return cfg.override(train={"crop": resolve_crop(cfg.train.crop, downscaled)})
 
 
 def describe(prepared: Prepared, load_seconds: float) -> list[str]:
@@ -139,7 +141,7 @@ def build(cfg, prepared: Prepared, fit: FitContext) -> Built:
     task = ImageClassificationTask(
         splits.train_x.to(data_device), splits.train_y.to(data_device), splits.val_x.to(data_device),
         splits.val_y.to(data_device), num_classes=len(splits.classes), augment=t.augment,
-        flip=flip_mode(t.flip, in_shape[0]), translate=t.translate, translate_fill=t.translate_fill,
+        flip=flip_mode(t.flip, in_shape[0]), translate=t.translate, translate_fill=t.translate_fill, crop=t.crop,
         label_smoothing=t.label_smoothing, eval_batch_size=t.eval_batch_size, precision=t.precision,
         channels_last=t.channels_last, tta=t.tta,
     )
@@ -155,7 +157,7 @@ def build(cfg, prepared: Prepared, fit: FitContext) -> Built:
 
 def _build_sharded(cfg, sharded: Sharded, fit: FitContext) -> Built:
     from deepstrata.families.image.streaming import ShardedImageTask
-    from deepstrata.families.image.task import flip_mode
+    from deepstrata.families.image.task import flip_mode, resolve_crop
     from deepstrata.models.registry import build_image_model
 
     if sharded.spill is not None and sharded.shards is None:
@@ -174,7 +176,8 @@ def _build_sharded(cfg, sharded: Sharded, fit: FitContext) -> Built:
     env = fit.env
     task = ShardedImageTask(
         shards, buffer_size=None, rank=env.rank, world_size=env.world_size, augment=cfg.train.augment,
-        flip=flip_mode(cfg.train.flip, in_shape[0]) == "random", label_smoothing=cfg.train.label_smoothing,
+        flip=flip_mode(cfg.train.flip, in_shape[0]) == "random", crop=resolve_crop(cfg.train.crop, False),
+        label_smoothing=cfg.train.label_smoothing,
         eval_batch_size=cfg.train.eval_batch_size, precision=cfg.train.precision,
         channels_last=cfg.train.channels_last,
     )

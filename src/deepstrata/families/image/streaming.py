@@ -40,13 +40,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepstrata.data.augment import crop_padding, random_crop, random_flip
+from deepstrata.data.augment import crop_padding, random_crop, random_flip, random_resized_crop
 from deepstrata.data.image_preprocess import budget_share, memory_budget
 from deepstrata.data.shards import Shard, ShardSet, SplitShards, open_shards
 from deepstrata.engine import distributed
 from deepstrata.engine.loop import batch_generator
 from deepstrata.errors import ConfigError, DataError
-from deepstrata.families.image.task import ImageClassificationTask, predict_logits, to_float
+from deepstrata.families.image.task import ImageClassificationTask, describe_crop, predict_logits, to_float
 
 DEFAULT_BUFFER_EXAMPLES = 16_384
 DEFAULT_BUFFER_BYTES = 256 * 2**20
@@ -163,7 +163,12 @@ class ShardedImageTask:
 
     primary_metric = "accuracy"
     loss = ImageClassificationTask.loss
-    describe_augmentation = ImageClassificationTask.describe_augmentation
+
+    def describe_augmentation(self) -> str:
+        if not self.augment:
+            return "none"
+        return describe_crop(self.crop, self.padding, self.pad_mode) + (
+            " + horizontal flip" if self.flip == "random" else "")
 
     def __init__(
         self,
@@ -174,6 +179,7 @@ class ShardedImageTask:
         world_size: int = 1,
         augment: bool = True,
         flip: bool = False,
+        crop: str = "pad",
         label_smoothing: float = 0.0,
         eval_batch_size: int = 1024,
         precision: str = "32",
@@ -202,6 +208,7 @@ class ShardedImageTask:
         self.flip = "random" if flip else "none"  # alternating flips and mirrored borders are in-memory only
         self.pad_mode = "constant"
         self.padding = crop_padding(*self.shape[-2:])
+        self.crop = crop
         self.label_smoothing = label_smoothing
         self.eval_batch_size = eval_batch_size
         self.precision = precision
@@ -246,7 +253,8 @@ class ShardedImageTask:
             x = to_float(torch.from_numpy(buffer.images[pick]))
             y = torch.from_numpy(buffer.labels[pick].copy())
             if self.augment:
-                x = random_crop(x, self.padding, generator)
+                x = (random_resized_crop(x, generator) if self.crop == "resized"
+                     else random_crop(x, self.padding, generator))
                 if self.flip == "random":
                     x = random_flip(x, generator)
             if self.channels_last:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepstrata.data.augment import crop_padding, random_crop, random_flip
+from deepstrata.data.augment import RESIZED_SCALE, crop_padding, random_crop, random_flip, random_resized_crop
 from deepstrata.engine import distributed
 from deepstrata.engine.devices import autocast
 from deepstrata.engine.loop import batch_generator
@@ -71,6 +71,22 @@ def predict_logits(
 FLIP_MODES = ("random", "alternate", "none")
 
 
+def resolve_crop(setting: str, downscaled: bool) -> str:
+    """``train.crop`` resolved: ``auto`` is the resized crop for photos the fit scaled down to the input size
+    (an object's size and place in a photo vary; the ImageNet recipe) and the padded crop otherwise (small
+    images at their own size: digits, CIFAR-10, where it is the known-good recipe)."""
+    if setting == "auto":
+        return "resized" if downscaled else "pad"
+    return setting
+
+
+def describe_crop(crop: str, padding: int, pad_mode: str) -> str:
+    if crop == "resized":
+        return f"random resized crop (scale {RESIZED_SCALE[0]:g}-{RESIZED_SCALE[1]:g} of the area)"
+    fill = ", mirrored border" if pad_mode == "reflect" else ""
+    return f"random crop (pad {padding}{fill})"
+
+
 def flip_mode(setting: str, channels: int) -> str:
     """``train.flip`` resolved: ``auto`` mirrors colour photos at random and never mirrors
     grey images, whose classes (digits, letters) mirroring can change."""
@@ -96,6 +112,7 @@ class ImageClassificationTask:
         flip: bool | str = False,
         translate: int | None = None,
         translate_fill: str = "zeros",
+        crop: str = "pad",
         label_smoothing: float = 0.0,
         eval_batch_size: int = 1024,
         precision: str = "32",
@@ -108,7 +125,8 @@ class ImageClassificationTask:
         alternating flip); ``"none"`` (or False) never mirrors. ``translate`` is the random
         crop's padding in pixels (default: by image size, see ``crop_padding``), filled with
         zeros or, with ``translate_fill="reflect"``, the mirrored image (on CIFAR-10 at small
-        scale reflect scored 1.6 points higher, see docs/scaling.md)."""
+        scale reflect scored 1.6 points higher, see docs/scaling.md). ``crop="resized"`` replaces the
+        padded crop by ``random_resized_crop`` (photos scaled down to the input, see ``resolve_crop``)."""
         self.train_x, self.train_y = train_x, train_y
         self.val_x, self.val_y = val_x, val_y
         self.num_classes = num_classes
@@ -118,8 +136,9 @@ class ImageClassificationTask:
             raise ValueError(f"flip: got {flip!r}, expected one of {', '.join(FLIP_MODES)}")
         self.padding = crop_padding(*train_x.shape[-2:]) if translate is None else translate
         self.tta = tta
+        self.crop = crop
         self.pad_mode = {"zeros": "constant", "reflect": "reflect"}[translate_fill]
-        if self.pad_mode == "reflect" and self.padding >= min(train_x.shape[-2:]):
+        if self.crop == "pad" and self.pad_mode == "reflect" and self.padding >= min(train_x.shape[-2:]):
             raise ConfigError(f"train.translate: {self.padding} px mirrored borders need images larger than that; "
                               f"these are {train_x.shape[-2]}x{train_x.shape[-1]}")
         self._flip_halves: dict[int, torch.Tensor] = {}
@@ -132,8 +151,7 @@ class ImageClassificationTask:
         if not self.augment:
             return "none"
         flip = {"random": " + horizontal flip", "alternate": " + horizontal flip (alternating by epoch)"}
-        fill = ", mirrored border" if self.pad_mode == "reflect" else ""
-        return f"random crop (pad {self.padding}{fill})" + flip.get(self.flip, "")
+        return describe_crop(self.crop, self.padding, self.pad_mode) + flip.get(self.flip, "")
 
     @property
     def num_examples(self) -> int:
@@ -158,7 +176,10 @@ class ImageClassificationTask:
             x = to_float(self.train_x[local])
             if self.augment:
                 generator = batch_generator(seed, epoch, index)
-                x = random_crop(x, self.padding, generator, len(idx), part, self.pad_mode)
+                if self.crop == "resized":
+                    x = random_resized_crop(x, generator, len(idx), part)
+                else:
+                    x = random_crop(x, self.padding, generator, len(idx), part, self.pad_mode)
                 if self.flip == "random":
                     x = random_flip(x, generator, len(idx), part)
                 elif self.flip == "alternate":
