@@ -61,6 +61,11 @@ def test_preprocess_record_round_trip():
         Preprocess.from_record({"resize": "squash", "size": 3})
     assert centre_box(48, 80, 48, 48) == (0.0, 16.0, 48.0, 64.0)
     assert centre_box(80, 48, 24, 24) == (16.0, 0.0, 64.0, 48.0)
+    # a size whose scale does not divide evenly: the box still lies inside the picture (Pillow refuses -7e-15)
+    for width, height in ((107, 161), (161, 107), (213, 321), (333, 499)):
+        left, top, right, bottom = centre_box(width, height, 64, 64)
+        assert 0 <= left and 0 <= top and right <= width and bottom <= height
+        assert min(right - left, bottom - top) == min(width, height)
 
 
 def test_named_sets_keep_their_size():

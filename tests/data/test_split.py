@@ -80,3 +80,10 @@ def test_bad_labels():
         split_dataset(Table(ds.x, ds.y[:-1], ds.classes), seed=0)
     with pytest.raises(DataError, match="integer"):
         split_dataset(Table(ds.x, ds.y.float(), ds.classes), seed=0)
+
+
+def test_a_split_that_leaves_no_test_examples_is_refused_in_one_line():
+    tiny = ImageDataset(x=torch.zeros(20, 1, 2, 2, dtype=torch.uint8), y=torch.arange(10).repeat(2),
+                        classes=[str(i) for i in range(10)])
+    with pytest.raises(DataError, match=r"data.test_fraction: 0.2 of each class leaves no test examples \(20 "):
+        split_dataset(tiny, seed=0, val_fraction=0.0, test_fraction=0.2)

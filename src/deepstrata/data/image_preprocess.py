@@ -96,9 +96,11 @@ def input_size(common: tuple[int, int], *, model: str, device: str,
 def centre_box(width: int, height: int, out_w: int, out_h: int) -> tuple[float, float, float, float]:
     """The region of a ``width`` x ``height`` picture that, scaled with its aspect kept, fills ``out_w`` x ``out_h``."""
     scale = max(out_w / width, out_h / height)
-    box_w, box_h = out_w / scale, out_h / scale
-    left, top = (width - box_w) / 2, (height - box_h) / 2
-    return left, top, left + box_w, top + box_h
+    # the side that decides the scale spans the whole picture: exactly, not to within rounding (Pillow refuses
+    # a box that starts a hair below 0)
+    box_w, box_h = min(width, out_w / scale), min(height, out_h / scale)
+    left, top = max(0.0, (width - box_w) / 2), max(0.0, (height - box_h) / 2)
+    return left, top, min(float(width), left + box_w), min(float(height), top + box_h)
 
 
 def converted_modes_note(modes: list[str], channels: int) -> str | None:

@@ -105,6 +105,12 @@ def split_dataset(ds: Labelled, *, seed: int, val_fraction: float = 0.1,
         inner_train, inner_val = _stratified(y[rest], val_fraction, rng)
         train_idx, val_idx = rest[inner_train], rest[inner_val]
         test_x, test_y_t = _take(ds.x, test_idx), _take(ds.y, test_idx).long()
+        if len(test_idx) == 0:  # nothing to score the model and the baselines on: say so, not an IndexError later
+            counts = np.bincount(y)
+            raise DataError(f"data.test_fraction: {test_fraction} of each class leaves no test examples ({len(y)} "
+                            f"examples in {len(ds.classes)} classes, the largest has {counts.max()}; each class "
+                            f"gives round({test_fraction} x its count)); give more examples per class or a larger "
+                            "test_fraction")
     return Splits(train_x=_take(ds.x, train_idx), train_y=_take(ds.y, train_idx).long(),
                   val_x=_take(ds.x, val_idx), val_y=_take(ds.y, val_idx).long(),
                   test_x=test_x, test_y=test_y_t, classes=list(ds.classes),
