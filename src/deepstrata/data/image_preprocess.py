@@ -157,17 +157,18 @@ def check_memory(source: str, count: int, channels: int, height: int, width: int
         from deepstrata.data.image_archives import ARCHIVE_SUFFIXES
 
         base = source.rstrip("/\\")
-        for suffix in sorted(ARCHIVE_SUFFIXES, key=len, reverse=True):
-            if base.lower().endswith(suffix):
-                base = base[: -len(suffix)]
-                break
+        archive = next((suffix for suffix in sorted(ARCHIVE_SUFFIXES, key=len, reverse=True)
+                        if base.lower().endswith(suffix)), None)
+        head = (f"{source}: {count:,} images at {channels}x{height}x{width} decode to about "
+                f"{format_bytes(estimate)}, over the memory budget of {format_bytes(budget)} ({BUDGET_ENV} to change)")
+        if archive:  # an archive is read whole (a .tar.xz has no random access): the folder streams
+            raise OverBudget(f"{head}; unpack it (tar -xf {shlex.quote(source)}) and give the folder: fit streams "
+                             "a folder this large through shards", estimate=estimate, budget=budget)
         shards = shlex.quote(f"{base}-shards")
         size = f" --image-size {height}" if height == width else ""
         raise OverBudget(
-            f"{source}: {count:,} images at {channels}x{height}x{width} decode to about {format_bytes(estimate)}, "
-            f"over the memory budget of {format_bytes(budget)} ({BUDGET_ENV} to change); write shards and "
-            f"stream them: deepstrata shard --data {shlex.quote(source)} --out {shards}{size}, then "
-            f"deepstrata fit --data {shards}", estimate=estimate, budget=budget)
+            f"{head}; write shards and stream them: deepstrata shard --data {shlex.quote(source)} --out "
+            f"{shards}{size}, then deepstrata fit --data {shards}", estimate=estimate, budget=budget)
     return estimate
 
 
