@@ -158,13 +158,19 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(args.work or tempfile.mkdtemp(prefix="photo-folder-"))
-    made = make(work, args.per_class, args.test_per_class, seed=0)
+    made = (json.loads((work / "made.json").read_text()) if (work / "made.json").is_file()
+            else make(work, args.per_class, args.test_per_class, seed=0))
+    (work / "made.json").write_text(json.dumps(made))  # a rerun with the same --work reuses the photos
     print(f"made {made}", file=sys.stderr)
     common = ["--epochs", str(args.epochs), "--device", "cpu"]
-    results: dict = {"data": made, "settings": vars(args), "runs": []}
+    results: dict = {"data": made, "settings": vars(args), "runs": [], "complete": False}
+
+    out = Path(args.results) if args.results else result_path("photo_folder", args.seeds)
 
     def record(run: dict) -> None:
         results["runs"].append(run)
+        summarise(results)
+        write_results(out, results, args.seeds)  # after every run: a long benchmark stopped keeps what it measured
         print(json.dumps({k: run[k] for k in ("name", "test_accuracy", "wall_s", "peak_rss_mb",
                                                "train_images_per_s")}), file=sys.stderr)
 
@@ -191,12 +197,15 @@ def main() -> None:
         record(fit("default-size", subset, work / "run-default-size", one))
         record(fit("native-size", subset, work / "run-native-size", [*one, "--image-size", str(size)]))
 
+    results["complete"] = True
+    write_results(out, results, args.seeds)
+
+
+def summarise(results: dict) -> None:
     by_name: dict[str, list[float]] = {}
     for run in results["runs"]:
         by_name.setdefault(run["name"], []).append(run["test_accuracy"])
     results["accuracy"] = {name: summary(values) for name, values in by_name.items()}
-    out = Path(args.results) if args.results else result_path("photo_folder", args.seeds)
-    write_results(out, results, args.seeds)
 
 
 if __name__ == "__main__":
