@@ -5,6 +5,7 @@ Public API::
     import deepstrata as ds
     run = ds.fit(data="digits", model="cnn")
     run.evaluate("digits"); run.predict("some/images/"); run.compare()
+    new = ds.transfer("efficientnet-lite0", "photos/", labels_per_class=10, mode="finetune")
     run = ds.load("runs/demo")
 
 The public names are imported on first use (PEP 562), so that ``import deepstrata``
@@ -21,6 +22,7 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _LAZY = {
     "fit": "deepstrata.api",
+    "transfer": "deepstrata.api",
     "ConfigError": "deepstrata.errors",
     "DataError": "deepstrata.errors",
     "DeepstrataError": "deepstrata.errors",
@@ -37,7 +39,7 @@ _LAZY_MODULES = ("data",)  # ds.data.text_table …
 
 if TYPE_CHECKING:
     from deepstrata import data  # noqa: F401
-    from deepstrata.api import fit  # noqa: F401
+    from deepstrata.api import fit, transfer  # noqa: F401
     from deepstrata.config import DataConfig, ModelConfig, RunConfig, TrainConfig, load_config  # noqa: F401
     from deepstrata.errors import ConfigError, DataError, DeepstrataError, RunError  # noqa: F401
     from deepstrata.run import Run, load  # noqa: F401

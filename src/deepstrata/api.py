@@ -87,3 +87,17 @@ def fit(
     """
     return pipeline.fit(data, model, task=task, config=config, out=out, resume=resume, overwrite=overwrite,
                         quiet=quiet, **overrides)
+
+
+def transfer(source, data, *, mode: str | None = None, up_to: str | None = None, arch: str | None = None,
+             labels_per_class: int | None = None, **kwargs):
+    """Fit on ``data`` starting from ``source``'s layers (``deepstrata transfer``); returns the ``Run``.
+
+    ``source`` is an image run directory, ``"efficientnet-lite0"`` (ImageNet weights, the
+    ``[vision]`` extra) or a weights file with ``arch``. ``mode``: ``"linear"`` (reused
+    layers frozen, BatchNorm statistics included), ``"finetune"`` (the default: all layers
+    train, earlier ones slower) or ``"gradual"`` (unfrozen from the top down). ``up_to``
+    names the last reused layer. Other keywords are ``fit``'s.
+    """
+    return fit(data, transfer_from=str(source), mode=mode, up_to=up_to, arch=arch,
+               labels_per_class=labels_per_class, **kwargs)

@@ -21,19 +21,40 @@ from deepstrata import __version__, cli_inspect, cli_recommend, cli_text
 from deepstrata import cli_shard
 from deepstrata.cli_args import (IMAGE_FORMATS, POSITIVE_COUNT, Parser, for_verb, in_flag_names, misapplied, number,
                                  os_error_line, task_only, verb_parser)
-from deepstrata.config import CROPS, DEVICES, LR_SCALINGS, PRECISIONS, SCHEDULES
+from deepstrata.config import CROPS, DEVICES, LR_SCALINGS, PRECISIONS, SCHEDULES, TRANSFER_MODES
 from deepstrata.errors import ConfigError, DeepstrataError, Interrupted
 from deepstrata.model_names import IMAGE_MODELS, MODEL_NAMES
 
 
-def _add_fit(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "fit",
-        help="train a model on raw data beside hand-engineered baselines",
-        description="Train a model end-to-end on raw data, train the hand-engineered baselines on the same split, "
-        "and write a run directory with metrics, checkpoints, comparison.json and report.html. "
-        "Options left out come from --config, then from the defaults.",
-    )
+def _add_fit(sub: argparse._SubParsersAction, verb: str = "fit") -> None:
+    """``fit``, or ``transfer``: the same fit (the same options, the same run directory) from another network."""
+    if verb == "fit":
+        p = sub.add_parser(
+            "fit",
+            help="train a model on raw data beside hand-engineered baselines",
+            description="Train a model end-to-end on raw data, train the hand-engineered baselines on the same "
+            "split, and write a run directory with metrics, checkpoints, comparison.json and report.html. "
+            "Options left out come from --config, then from the defaults.",
+        )
+    else:
+        p = sub.add_parser(
+            "transfer",
+            help="reuse a trained network's layers on new data (few labels)",
+            description="Fit on new data starting from another network's layers: an image run, a pretrained "
+            "network (efficientnet-lite0, offline) or a weights file (--arch). The result is an ordinary run, "
+            "beside the same hand-engineered baselines as any fit.",
+        )
+        group = p.add_argument_group("transfer options")
+        group.add_argument("--from", dest="transfer_from", required=True, metavar="SOURCE",
+                           help="a run directory, 'efficientnet-lite0' (ImageNet weights; the [vision] extra), or "
+                                "a .safetensors / state-dict file with --arch")
+        group.add_argument("--arch", choices=IMAGE_MODELS, help="the architecture of a weights file")
+        group.add_argument("--up-to", metavar="LAYER",
+                           help="reuse the source's layers up to and including LAYER (default: all but the head)")
+        group.add_argument("--mode", choices=TRANSFER_MODES,
+                           help="linear: reused layers frozen (BatchNorm statistics too), a new head trains; "
+                                "finetune (default): everything trains, earlier layers at lower rates; gradual: "
+                                "finetune, unfreezing the reused layers from the top down over the epochs")
     # General options first, then one group per family (image here, text and recommendation from
     # their modules). Options are added in their historical order, whatever their group: the usage
     # line, and which misapplied flag is named first, stay as they were.
@@ -52,6 +73,9 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
                                  help="folder images' input size: short side to PX, centre crop (default: chosen for "
                                       "the model and device, e.g. 64 for a CNN on a CPU; smaller images keep their "
                                       "most common size)"), "image")
+    task_only(image.add_argument("--labels-per-class", type=number("data.labels_per_class"), metavar="N",
+                                 help="train (and select) on N labelled images per class; the test split stays "
+                                      "whole (few-label learning, e.g. for transfer)"), "image")
     task_only(image.add_argument("--crop", choices=CROPS,
                                  help="training crop: resized (a random box of 35-100%% of the area, resized: "
                                       "photos) or pad (pad and crop at a random offset: small images); default "
@@ -155,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"deepstrata {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     _add_fit(sub)
+    _add_fit(sub, "transfer")
     _add_run_verbs(sub)
     _add_bench(sub)
     cli_text.add_parsers(sub)
@@ -247,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     verb = verb_parser(parser, args)
     try:
-        if args.verb == "fit":
+        if args.verb in ("fit", "transfer"):
             return _fit(args, argv if argv is not None else sys.argv[1:], fit_parser=verb)
         return VERBS[args.verb](args)
     except Interrupted as stop:  # SIGTERM/SIGINT: a checkpoint was written; 143 or 130

@@ -150,7 +150,7 @@ def misapplied(parser: argparse.ArgumentParser, args: argparse.Namespace, task: 
 # --- config keys in flag names ---------------------------------------------------------------
 
 # Config keys that a flag of another name sets (the rest are set by the flag of their field's name).
-ALIASES = {"data.source": ("data",), "model.name": ("model",), "text.format": ("text_format",),
+ALIASES = {"data.source": ("data",), "model.name": ("model",), "transfer.source": ("transfer_from",), "text.format": ("text_format",),
            "text.dim": ("dim", "width"), "text.layers": ("layers",), "recommend.dim": ("dim", "width"),
            "recommend.blocks": ("layers",), "recommend.interactions_format": ("format",)}
 

@@ -48,6 +48,7 @@ OPTIMIZERS = ("adamw", "sgd")
 FLIPS = ("auto", "random", "alternate", "none")
 FILLS = ("zeros", "reflect")
 CROPS = ("auto", "pad", "resized")
+TRANSFER_MODES = ("linear", "finetune", "gradual")
 LR_SCALINGS = ("none", "linear", "sqrt")
 
 
@@ -62,7 +63,9 @@ class DataConfig:
 
     ``val_fraction`` 0 (image runs only) trains on every
     training example and keeps the last epoch's weights: the speed-run protocol, where
-    nothing is selected on held-out data so none needs holding out.
+    nothing is selected on held-out data so none needs holding out. ``labels_per_class``
+    (image runs) keeps that many labelled examples per class for training and validation,
+    the test split whole: few-label learning, what transfer is measured on.
     """
 
     source: str = "digits"
@@ -72,6 +75,7 @@ class DataConfig:
     skip_bad: bool = False
     val_fraction: float = 0.1
     test_fraction: float = 0.2
+    labels_per_class: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, str) or not self.source:
@@ -94,6 +98,29 @@ class ModelConfig:
         check_numbers(self, "model")
 
 
+def _layer_mapping(key: str, value: Any, rule: Number, what: str, example: str) -> dict:
+    """A private copy of ``{layer name: number}`` with each number checked by ``rule`` (as ``key.name``)."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: got {value!r}, expected a mapping of layer name to {what}, e.g. {example}")
+    for name in value:
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{key}: got key {name!r}, expected a layer name")
+    return {name: rule.check(f"{key}.{name}", number) for name, number in value.items()}
+
+
+def _layer_list(key: str, value: Any) -> list[str]:
+    """A private copy of a list of distinct layer names."""
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{key}: got {value!r}, expected a list of layer names, e.g. [stem, stage1]")
+    for name in value:
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{key}: got {name!r} in the list, expected a layer name")
+    twice = sorted({name for name in value if value.count(name) > 1})
+    if twice:
+        raise ConfigError(f"{key}: {', '.join(map(repr, twice))} named more than once")
+    return list(value)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation, schedule and bookkeeping for the one training loop.
@@ -111,6 +138,17 @@ class TrainConfig:
     test-time augmentation (mirror + 1-pixel translations averaged), and
     ``freeze_after``: named layers that train only for their first N epochs (the recipe
     stops its whitening stem's bias after 3, ``{stem: 3}``).
+
+    Three more per-layer controls serve transfer learning (``engine/layer_schedule.py``
+    derives them from a transfer mode), all empty by default. ``frozen``: layers that
+    never train, a reused body under a new head; their parameters leave the optimiser
+    and their modules stay in eval mode, so BatchNorm statistics and dropout stay
+    those of the source task (Keras' ``trainable`` vs ``training`` pitfall).
+    ``unfreeze_at``: layers held frozen the same way until that epoch (counted from 0),
+    ULMFiT's gradual unfreezing. ``layer_lr_scale``: a learning-rate multiplier per
+    layer (on top of ``norm_lr_scale``), fastai's discriminative rates, so earlier and
+    more general layers move less. Being config, they are saved in ``config.yaml`` and
+    a resume repeats them exactly.
     """
 
     epochs: int | None = None
@@ -147,6 +185,9 @@ class TrainConfig:
     crop: str = "auto"
     tta: bool = False
     freeze_after: dict[str, int] = field(default_factory=dict)
+    frozen: list[str] = field(default_factory=list)
+    unfreeze_at: dict[str, int] = field(default_factory=dict)
+    layer_lr_scale: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_numbers(self, "train")
@@ -163,14 +204,24 @@ class TrainConfig:
         for key in ("augment", "channels_last", "compile", "data_on_device", "lookahead", "tta"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"train.{key}: got {getattr(self, key)!r}, expected true or false")
-        if not isinstance(self.freeze_after, dict):
-            raise ConfigError(f"train.freeze_after: got {self.freeze_after!r}, expected a mapping of layer name "
-                              "to epochs, e.g. {stem: 3}")
-        for name, epochs in self.freeze_after.items():
-            if not isinstance(name, str) or not name:
-                raise ConfigError(f"train.freeze_after: got key {name!r}, expected a layer name")
-        object.__setattr__(self, "freeze_after", {name: POSITIVE_INT.check(f"train.freeze_after.{name}", epochs)
-                                                  for name, epochs in self.freeze_after.items()})  # a private copy
+        # Private copies, so a caller's dict or list changed later cannot change the config.
+        object.__setattr__(self, "freeze_after", _layer_mapping("train.freeze_after", self.freeze_after,
+                                                                POSITIVE_INT, "epochs", "{stem: 3}"))
+        object.__setattr__(self, "frozen", _layer_list("train.frozen", self.frozen))
+        object.__setattr__(self, "unfreeze_at", _layer_mapping("train.unfreeze_at", self.unfreeze_at, COUNT,
+                                                               "the epoch (from 0) it starts training", "{stem: 2}"))
+        object.__setattr__(self, "layer_lr_scale", _layer_mapping("train.layer_lr_scale", self.layer_lr_scale,
+                                                                  POSITIVE, "a learning-rate multiplier",
+                                                                  "{stem: 0.01}"))
+        for name in self.frozen:
+            for key in ("unfreeze_at", "freeze_after"):
+                if name in getattr(self, key):
+                    raise ConfigError(f"train.{key}: {name!r} is also in train.frozen, and a frozen layer never "
+                                      "trains; name it in one of the two")
+        for name, start in self.unfreeze_at.items():
+            if start >= self.freeze_after.get(name, start + 1):
+                raise ConfigError(f"train.unfreeze_at.{name}: got {start}, but train.freeze_after.{name} stops it "
+                                  f"after {self.freeze_after[name]} epochs: it would never train")
 
 
 SPLITS = ("leave-last-out", "temporal")
@@ -229,6 +280,29 @@ class RecommendConfig:
 TEXT_FORMATS = ("csv", "tsv", "jsonl", "parquet", "fasttext", "folder")
 TEXT_POSITIONS = ("learned", "rotary")
 TEXT_POOLING = ("mean", "cls")
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """Where a fit's first layers come from (``deepstrata transfer``); ``source`` None: a fit from scratch.
+
+    ``source``: a run directory, a pretrained network's name (``efficientnet-lite0``) or a
+    weights file (with ``arch``). ``up_to``: the last reused layer (default: all but the
+    head). ``mode``: how the reused layers train (``engine.layer_schedule``), resolved into
+    ``train.frozen`` / ``unfreeze_at`` / ``layer_lr_scale`` when the fit reads its data.
+    """
+
+    source: str | None = None
+    arch: str | None = None
+    up_to: str | None = None
+    mode: str = "finetune"
+
+    def __post_init__(self) -> None:
+        for key in ("source", "arch", "up_to"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ConfigError(f"transfer.{key}: got {value!r}, expected a name")
+        _check_choice("transfer.mode", self.mode, TRANSFER_MODES)
 
 
 @dataclass(frozen=True)
@@ -294,6 +368,7 @@ class RunConfig:
     task: str = "image-classification"
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
     text: TextConfig = field(default_factory=TextConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
 
     def __post_init__(self) -> None:
         if not isinstance(self.baselines, bool):
@@ -358,6 +433,7 @@ class RunConfig:
 _SECTION_TYPES = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 _SECTION_TYPES["recommend"] = RecommendConfig
 _SECTION_TYPES["text"] = TextConfig
+_SECTION_TYPES["transfer"] = TransferConfig
 
 
 def load_config(path: str | Path) -> RunConfig:

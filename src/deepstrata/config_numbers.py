@@ -98,6 +98,7 @@ SEED_MAX = 2**32 - 1
 # construction, and each CLI flag that sets one parses with the same rule (``cli_args.number``).
 NUMBERS: dict[str, Number] = {
     "data.image_size": Number(int, low=1, low_open=False, optional=True),
+    "data.labels_per_class": Number(int, low=1, low_open=False, optional=True),
     "data.val_fraction": Number(float, low_open=False, high=1.0, note="0: no validation split"),
     "data.test_fraction": Number(float, high=1.0),
     "model.width": POSITIVE_INT,

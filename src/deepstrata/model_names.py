@@ -6,7 +6,7 @@ reads them from here so that building its parser (``deepstrata --help``) stays t
 
 from __future__ import annotations
 
-IMAGE_MODELS: tuple[str, ...] = ("cnn", "mlp", "whitened-cnn")
+IMAGE_MODELS: tuple[str, ...] = ("cnn", "mlp", "whitened-cnn", "efficientnet-lite0")
 TEXT_MODELS: tuple[str, ...] = ("transformer", "minilm")
 RECOMMEND_MODELS: tuple[str, ...] = ("sasrec", "mf")
 

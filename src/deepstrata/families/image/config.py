@@ -6,8 +6,10 @@ from pathlib import Path
 
 from deepstrata.config import RunConfig, load_config
 
-DATA_KEYS = {"format", "data_dir", "image_size", "skip_bad", "val_fraction", "test_fraction"}
+DATA_KEYS = {"format", "data_dir", "image_size", "skip_bad", "val_fraction", "test_fraction", "labels_per_class"}
 MODEL_KEYS = {"width", "depth"}
+# keyword (and flag) -> transfer.<key>: ``transfer_from`` is ``--from`` (``from`` is a Python keyword)
+TRANSFER_KEYS = {"transfer_from": "source", "arch": "arch", "up_to": "up_to", "mode": "mode"}
 
 
 def resolve_image_config(
@@ -23,10 +25,12 @@ def resolve_image_config(
     config = config or RunConfig()
     data_over = {k: train_overrides.pop(k) for k in list(train_overrides) if k in DATA_KEYS}
     model_over = {k: train_overrides.pop(k) for k in list(train_overrides) if k in MODEL_KEYS}
+    transfer_over = {TRANSFER_KEYS[k]: train_overrides.pop(k) for k in list(train_overrides) if k in TRANSFER_KEYS}
     baselines = train_overrides.pop("baselines", None)
     return config.override(
         data={"source": data, **data_over},
         model={"name": model, **model_over},
         train=train_overrides,
+        transfer=transfer_over,
         baselines=baselines,
     )

@@ -7,6 +7,7 @@ reading, batching and the baselines' sample differ, so each step below has its t
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass
 
@@ -20,6 +21,22 @@ from deepstrata.families.classification import classification_row, write_confusi
 from deepstrata.records import write_run_records
 
 TASK = "image-classification"
+
+
+@dataclass
+class InMemory:
+    """The image family's part of ``Prepared`` for images decoded into memory."""
+
+    dataset: object
+    splits: object
+    transfer: object = None  # TransferPlan: the network the model starts from
+
+
+@dataclass
+class TransferPlan:
+    source: object       # transfer.Source
+    reused: list
+    adapter: str | None
 
 
 @dataclass
@@ -53,6 +70,9 @@ def check_shard_config(cfg, *, written: bool = True) -> None:
 def read(cfg) -> Prepared:
     from deepstrata.data.shards import is_shard_dir
 
+    if is_shard_dir(cfg.data.source) and cfg.transfer.source is not None:
+        raise ConfigError("transfer.source: transfer reads its images into memory (a new task has few labels); "
+                          "give the image folder or set, not shards")
     if is_shard_dir(cfg.data.source):
         from deepstrata.data.shards import open_shards
 
@@ -66,12 +86,19 @@ def read(cfg) -> Prepared:
     from deepstrata.data.split import split_dataset
 
     device = distributed.device_type(cfg.train.device)
+    source = _transfer_source(cfg, None) if _source_before_data(cfg) else None
+    image_size = cfg.data.image_size
+    if source is not None and image_size is None and source.in_shape[1] == source.in_shape[2]:
+        image_size = source.in_shape[1]  # a folder is read at the source's input size (short side, centre crop)
     try:  # an image folder's size follows the model and the device (data.image_preprocess.input_size)
-        dataset = load_images(cfg.data.source, format=cfg.data.format, image_size=cfg.data.image_size,
+        dataset = load_images(cfg.data.source, format=cfg.data.format, image_size=image_size,
                               skip_bad=cfg.data.skip_bad, data_dir=cfg.data.data_dir, model=cfg.model.name,
                               device=device)
     except OverBudget as over:  # too large to decode into memory: streamed through shards in the run
         from deepstrata.families.image import spill
+
+        if cfg.transfer.source is not None:
+            raise
 
         check_shard_config(cfg, written=False)
         planned = spill.plan(cfg, over, device)
@@ -81,9 +108,62 @@ def read(cfg) -> Prepared:
                         cfg=_resolved(cfg, planned.source.preprocess, planned.source.downscaled))
     splits = split_dataset(dataset, seed=cfg.train.seed, val_fraction=cfg.data.val_fraction,
                            test_fraction=cfg.data.test_fraction)
+    plan = None
+    if cfg.transfer.source is not None:
+        splits, plan = _adapted(cfg, splits, source or _transfer_source(cfg, tuple(splits.train_x.shape[1:])))
+    if cfg.data.labels_per_class is not None:
+        from deepstrata.data.split import limit_labels
+
+        splits = limit_labels(splits, cfg.data.labels_per_class, cfg.train.seed)
+    cfg = _resolved(cfg, dataset.preprocess, dataset.downscaled)
+    if plan is not None:
+        cfg = _transferred_config(cfg, plan, len(splits.train_y))
     return Prepared(source=cfg.data.source, train_size=len(splits.train_y),
-                    guarded_paths=(cfg.data.source, cfg.data.data_dir), own=(dataset, splits),
-                    cfg=_resolved(cfg, dataset.preprocess, dataset.downscaled))
+                    guarded_paths=(cfg.data.source, cfg.data.data_dir), own=InMemory(dataset, splits, plan), cfg=cfg)
+
+
+def _source_before_data(cfg) -> bool:
+    """A run or a pretrained network fixes the input size, so it is opened first; a weights file of an
+    architecture sized by its data (``--arch cnn``) is opened once the data's shape is known."""
+    from pathlib import Path
+
+    if cfg.transfer.source is None:
+        return False
+    return not (Path(cfg.transfer.source).expanduser().is_file() and cfg.transfer.arch != "efficientnet-lite0")
+
+
+def _transfer_source(cfg, data_shape):
+    from deepstrata.families.image import transfer
+
+    return transfer.open_source(cfg.transfer.source, arch=cfg.transfer.arch, width=cfg.model.width,
+                                depth=cfg.model.depth, in_shape=data_shape, image_size=cfg.data.image_size)
+
+
+def _adapted(cfg, splits, source):
+    """The splits brought to the source's input, and the plan of what is reused."""
+    from deepstrata.families.image import transfer
+
+    reused = transfer.reused_layers(source, cfg.transfer.up_to)
+    adapted, note = {}, None
+    for part in ("train_x", "val_x", "test_x"):
+        adapted[part], note = transfer.adapt(getattr(splits, part), source.in_shape)
+    notes = [*splits.notes, note] if note else splits.notes
+    return dataclasses.replace(splits, **adapted, notes=notes), TransferPlan(source, reused, note)
+
+
+def _transferred_config(cfg, plan: TransferPlan, train_size: int):
+    """The run's config says what it is: the source's architecture, and the mode as the loop's per-layer
+    controls (``engine.layer_schedule``), resolved into config.yaml so that a resume trains the same way."""
+    from deepstrata.config import resolved_train
+    from deepstrata.engine.layer_schedule import transfer_schedule
+
+    source = plan.source
+    cfg = cfg.override(model={"name": source.family, "width": source.width, "depth": source.depth})
+    # a recipe's own freeze_after (whitened stem) is for training from scratch, not for reused layers
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, freeze_after={
+        name: epochs for name, epochs in cfg.train.freeze_after.items() if name not in plan.reused}))
+    epochs = resolved_train(cfg.train, train_size).epochs
+    return cfg.override(train=transfer_schedule(source.layer_names, plan.reused, cfg.transfer.mode, epochs))
 
 
 def _resolved(cfg, chosen: dict | None, downscaled: bool):
@@ -106,7 +186,7 @@ def describe(prepared: Prepared, load_seconds: float) -> list[str]:
         return [f"data: shards {shards.root} of {shards.source} — {c}x{h}x{w}, {len(shards.classes)} classes; "
                 f"split train {counts['train']} / val {counts['val']} / test {counts['test']} "
                 f"(written with seed {shards.seed}); opened in {load_seconds:.1f}s"]
-    dataset, splits = prepared.own
+    dataset, splits = prepared.own.dataset, prepared.own.splits
     c, h, w = tuple(splits.train_x.shape[1:])
     return [f"data: {dataset.source} — {c}x{h}x{w}, {len(splits.classes)} classes; split train "
             f"{len(splits.train_y)} / val {len(splits.val_y)} / test {len(splits.test_y)}"
@@ -127,13 +207,18 @@ def build(cfg, prepared: Prepared, fit: FitContext) -> Built:
         return _build_sharded(cfg, prepared.own, fit)
     from deepstrata.families.image.task import ImageClassificationTask, channel_stats, to_float
 
-    dataset, splits = prepared.own
+    dataset, splits, plan = prepared.own.dataset, prepared.own.splits, prepared.own.transfer
     in_shape = tuple(splits.train_x.shape[1:])
     torch.manual_seed(cfg.train.seed)
-    mean, std = channel_stats(splits.train_x)
-    net = build_image_model(cfg.model.name, in_shape, len(splits.classes), width=cfg.model.width,
-                            depth=cfg.model.depth, mean=mean, std=std)
-    if hasattr(net, "init_whitening"):  # the whitened CNN's stem is fitted to 5,000 random training images
+    if plan is not None:  # the source's architecture, input statistics and reused layers; a fresh head
+        from deepstrata.families.image import transfer
+
+        net = transfer.build(plan.source, len(splits.classes), plan.reused)
+    else:
+        mean, std = channel_stats(splits.train_x)
+        net = build_image_model(cfg.model.name, in_shape, len(splits.classes), width=cfg.model.width,
+                                depth=cfg.model.depth, mean=mean, std=std)
+    if hasattr(net, "init_whitening") and plan is None:  # the whitened CNN's stem is fitted to 5,000 random training images
         sample = torch.randperm(len(splits.train_x), generator=torch.Generator().manual_seed(cfg.train.seed))[:5000]
         net.init_whitening(to_float(splits.train_x[sample]))
     data_device = fit.device if cfg.train.data_on_device else torch.device("cpu")
@@ -150,7 +235,15 @@ def build(cfg, prepared: Prepared, fit: FitContext) -> Built:
     if dataset.preprocess is not None:  # what predict / evaluate / inspect repeat on new files
         data["preprocess"] = dataset.preprocess
     info = _info(net, splits.classes, data)
-    line = (f"model: {cfg.model.name} ({info['params']:,} parameters; layers {', '.join(net.layer_names)}) on "
+    name = cfg.model.name
+    if plan is not None:
+        from deepstrata.families.image import transfer
+
+        fresh = [layer for layer in net.layer_names if layer not in plan.reused]
+        info["transfer"] = transfer.record(plan.source, cfg.transfer.mode, plan.reused, fresh, plan.adapter)
+        name = (f"{net.spec['family']} from {plan.source.describe()} ({cfg.transfer.mode}: reused "
+                f"{', '.join(plan.reused)}; fresh {', '.join(fresh)})")
+    line = (f"model: {name} ({info['params']:,} parameters; layers {', '.join(net.layer_names)}) on "
             f"{fit.device}; augmentation: {task.describe_augmentation()}")
     return Built(net=net, task=task, info=info, model_line=line, description=cfg.model.name)
 
@@ -212,7 +305,7 @@ def score(cfg, prepared: Prepared, built: Built, result, fit: FitContext) -> lis
         predicted, truth, _ = built.task.predictions(built.net, fit.device, "test")
         classes, settings = prepared.own.shards.classes, {"data": built.own["streaming"]}
     else:
-        _, splits = prepared.own
+        splits = prepared.own.splits
         predicted = built.task.predict(built.net, splits.test_x, fit.device).argmax(1).numpy()
         truth, classes, settings = splits.test_y.numpy(), splits.classes, {}
     write_confusion(fit.run_dir, classes, truth, predicted)
@@ -223,7 +316,7 @@ def split_record(cfg, prepared: Prepared) -> dict:
     if isinstance(prepared.own, Sharded):
         shards = prepared.own.shards
         return {**prepared.own.counts, "test_is_official": shards.test_is_official, "seed": shards.seed}
-    _, splits = prepared.own
+    splits = prepared.own.splits
     return {"train": len(splits.train_y), "val": len(splits.val_y), "test": len(splits.test_y),
             "test_is_official": splits.test_is_official, "seed": cfg.train.seed}
 
@@ -233,7 +326,7 @@ def baselines(cfg, prepared: Prepared, built: Built, say) -> list[dict]:
 
     if isinstance(prepared.own, Sharded):
         return _sharded_baselines(cfg, prepared.own, built.task, say)
-    _, splits = prepared.own
+    splits = prepared.own.splits
     say("baselines: hand-engineered features (HOG + intensity histogram, raw pixels) → logistic regression")
     return [baseline.row() for baseline in run_image_baselines(
         splits.train_x, splits.train_y, splits.val_x, splits.val_y, splits.test_x, splits.test_y,
