@@ -89,6 +89,17 @@ def fit(
                         quiet=quiet, **overrides)
 
 
+def learning_curve(source, data, budgets="1,5,10,50,all", *, out, seeds: int = 3, **kwargs):
+    """The few-label learning curve of ``transfer`` (``deepstrata transfer --curve``): transfer vs the same
+    architecture from scratch vs the hand-engineered baseline at each budget of labels per class; returns the
+    ``Run`` in ``out``, which holds ``curve.json`` and the plot in its report (see ``deepstrata.curve``)."""
+    from deepstrata.curve import learning_curve as run_curve
+    from deepstrata.curve import parse_budgets
+
+    budgets = parse_budgets(budgets) if isinstance(budgets, str) else list(budgets)
+    return run_curve(source, data, budgets, out=out, seeds=seeds, **kwargs)
+
+
 def transfer(source, data, *, mode: str | None = None, up_to: str | None = None, arch: str | None = None,
              labels_per_class: int | None = None, **kwargs):
     """Fit on ``data`` starting from ``source``'s layers (``deepstrata transfer``); returns the ``Run``.

@@ -55,6 +55,12 @@ def _add_fit(sub: argparse._SubParsersAction, verb: str = "fit") -> None:
                            help="linear: reused layers frozen (BatchNorm statistics too), a new head trains; "
                                 "finetune (default): everything trains, earlier layers at lower rates; gradual: "
                                 "finetune, unfreezing the reused layers from the top down over the epochs")
+        group.add_argument("--curve", metavar="BUDGETS",
+                           help="the few-label learning curve, e.g. 1,5,10,50,all: transfer vs the same architecture "
+                                "from scratch vs the hand-engineered baseline at each number of labels per class "
+                                "(curve.json and a plot in the report of the run in --out)")
+        group.add_argument("--curve-seeds", type=number(POSITIVE_COUNT), metavar="N",
+                           help="seeds for budgets of up to 10 labels per class (default 3; mean and std)")
     # General options first, then one group per family (image here, text and recommendation from
     # their modules). Options are added in their historical order, whatever their group: the usage
     # line, and which misapplied flag is named first, stay as they were.
@@ -211,6 +217,19 @@ def _fit(args: argparse.Namespace, argv_of_fit: list[str] | None = None,
         raise misapplied_flag
     from deepstrata.api import launch_processes
 
+    curve, curve_seeds = overrides.pop("curve", None), overrides.pop("curve_seeds", None)
+    if curve is not None:
+        from deepstrata.api import learning_curve
+
+        if args.resume:
+            raise DeepstrataError("--curve runs its fits anew; --resume continues a single run (leave out --curve)")
+        if overrides.pop("labels_per_class", None) is not None:
+            raise DeepstrataError("--labels-per-class: the curve sets the labels per class itself (--curve)")
+        seed = overrides.pop("seed", 0)
+        source = overrides.pop("transfer_from")
+        learning_curve(source, args.data, curve, out=args.out, seeds=curve_seeds or 3, seed=seed,
+                       overwrite=args.overwrite, quiet=args.quiet, **overrides)
+        return 0
     status = launch_processes(sys.argv[1:] if argv_of_fit is None else argv_of_fit, devices=args.devices,
                               resume=args.resume, out=args.out, batch_size=args.batch_size,
                               batch_per_device=args.batch_per_device, device=args.device)

@@ -30,11 +30,13 @@ OWNED_FILES = frozenset({
     "report.html", "report_sections.json",   # report.write_report
     "tokenizer.json",                         # text runs (families.text.fit.TOKENIZER_FILE)
     "interactions.npz", "vocab.json",         # recommendation runs (families.recommend.config.LOG_FILE, VOCAB_FILE)
+    "curve.json",                             # deepstrata transfer --curve (curve.CURVE_FILE)
 })
 """Files a run directory's top level may hold that deepstrata wrote; nothing else is ever removed."""
-OWNED_DIRS = frozenset({"checkpoints", "inspect", "data-shards"})
-"""Directories deepstrata writes inside a run: the loop's checkpoints, ``deepstrata inspect``'s report, and the
-shards of an image folder too large for memory (``families.image.spill.SHARD_DIR``)."""
+OWNED_DIRS = frozenset({"checkpoints", "inspect", "data-shards", "curve-runs"})
+"""Directories deepstrata writes inside a run: the loop's checkpoints, ``deepstrata inspect``'s report, the
+shards of an image folder too large for memory (``families.image.spill.SHARD_DIR``) and the fits of a
+learning curve (``curve.RUNS_DIR``)."""
 
 
 def timestamp() -> str:

@@ -148,3 +148,48 @@ def test_efficientnet_lite0_transfers_offline_at_a_chosen_size(tmp_path):
     assert torch.equal(after["layers.stage4.0.depthwise.bn.running_var"],
                        imagenet["layers.stage4.0.depthwise.bn.running_var"])
     assert len(run.predict(tmp_path / "photos" / "red" / "0.jpg")) == 1
+
+
+def test_the_learning_curve_sets_transfer_beside_scratch_and_the_baseline(source_run, tmp_path):
+    from deepstrata.api import learning_curve
+
+    run = learning_curve(source_run, "digits", "2,all", out=tmp_path / "curve", seeds=2, epochs=1, quiet=True,
+                         device="cpu")
+    curve = json.loads((tmp_path / "curve" / "curve.json").read_text())
+    small, everything = curve["rows"]
+    assert small["labels_per_class"] == 2 and everything["labels_per_class"] == "all"
+    for kind in ("transfer", "scratch", "baseline"):
+        assert small[kind]["seeds"] == 2 and everything[kind]["seeds"] == 1
+        assert 0 <= small[kind]["mean"] <= 1 and small[kind]["std"] >= 0
+    # the run in --out is the transfer at the largest budget: an ordinary run, with the plot in its report
+    assert json.loads((tmp_path / "curve" / "comparison.json").read_text())["split"]["train"] > 1000
+    assert everything["transfer"]["values"] == [round(run.evaluate()["metrics"]["accuracy"], 4)]
+    report = (tmp_path / "curve" / "report.html").read_text()
+    assert "Few-label learning curve" in report and "<img" in report
+    few = json.loads((tmp_path / "curve" / "curve-runs" / "2-seed1-scratch" / "comparison.json").read_text())
+    assert few["split"]["train"] == 20 and {row["kind"] for row in few["rows"]} == {"learned", "baseline"}
+
+
+@pytest.mark.parametrize("text,message", [("1,x", "'x' is not a number"), ("5,1", "increasing"),
+                                          ("all,5", "'all' last"), ("0,5", "'0' is not")])
+def test_curve_budgets_are_checked_in_one_line(text, message):
+    from deepstrata.curve import parse_budgets
+
+    assert parse_budgets("1,5,10,50,all") == [1, 5, 10, 50, None]
+    with pytest.raises(ConfigError, match=message):
+        parse_budgets(text)
+
+
+def test_the_transfer_verb_refuses_bad_options_in_one_line(source_run, tmp_path, capsys):
+    from deepstrata.cli import main
+
+    base = ["transfer", "--from", str(source_run), "--data", "digits", "--out", str(tmp_path / "x")]
+    assert main([*base, "--curve", "1,x"]) == 2
+    assert main([*base, "--curve", "1,5", "--labels-per-class", "3"]) == 2
+    assert main([*base, "--up-to", "head"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["deepstrata: error: --curve: 'x' is not a number of labels per class; expected e.g. 1,5,10,50,all",
+                   "deepstrata: error: --labels-per-class: the curve sets the labels per class itself (--curve)",
+                   err[2]] and err[2].startswith("deepstrata: error: --up-to head: the head is the old task's")
+    with pytest.raises(SystemExit):
+        main(["transfer", "--data", "digits"])  # --from is required
