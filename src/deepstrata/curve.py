@@ -65,7 +65,7 @@ def _accuracies(run_dir: Path) -> tuple[float, float | None]:
 
 def _summary(values: list[float]) -> dict:
     return {"mean": round(statistics.fmean(values), 4),
-            "std": round(statistics.pstdev(values), 4) if len(values) > 1 else 0.0,
+            "std": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0,  # sample std, as BENCHMARKS.md
             "seeds": len(values), "values": [round(v, 4) for v in values]}
 
 
