@@ -112,3 +112,12 @@ def test_shard_size_gives_every_process_its_share_of_shards():
     assert 100_000 // (one // example) >= spill.SHARDS_PER_PROCESS
     assert 100_000 // (four // example) >= 4 * spill.SHARDS_PER_PROCESS
     assert spill.shard_size(spill.Spill(Source(), 0, 0, {"train": 10, "val": 0, "test": 0}), 1) == spill.SMALLEST_SHARD
+
+
+def test_options_that_need_the_images_in_memory_are_refused_for_a_streamed_folder(photos, tmp_path, monkeypatch):
+    from deepstrata.api import fit
+    from deepstrata.errors import ConfigError
+
+    monkeypatch.setenv("DEEPSTRATA_MEMORY_BUDGET", "200KB")
+    with pytest.raises(ConfigError, match=r"data.labels_per_class: 2 is for in-memory image runs"):
+        fit(photos, labels_per_class=2, epochs=1, quiet=True, device="cpu", out=tmp_path / "run")

@@ -61,7 +61,9 @@ def check_shard_config(cfg, *, written: bool = True) -> None:
     for key, value, refused in (("train.flip", cfg.train.flip, cfg.train.flip == "alternate"),
                                 ("train.tta", cfg.train.tta, cfg.train.tta),
                                 ("train.translate_fill", cfg.train.translate_fill, cfg.train.translate_fill != "zeros"),
-                                ("model.name", cfg.model.name, cfg.model.name == "whitened-cnn")):
+                                ("model.name", cfg.model.name, cfg.model.name == "whitened-cnn"),
+                                ("data.labels_per_class", cfg.data.labels_per_class,
+                                 cfg.data.labels_per_class is not None)):
         if refused:
             raise ConfigError(f"{key}: {value!r} is for in-memory image runs (it needs the training set at hand "
                               "before training); shards stream")
@@ -99,7 +101,6 @@ def read(cfg) -> Prepared:
 
         if cfg.transfer.source is not None:
             raise
-
         check_shard_config(cfg, written=False)
         planned = spill.plan(cfg, over, device)
         return Prepared(source=cfg.data.source, train_size=planned.counts["train"],
