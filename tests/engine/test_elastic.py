@@ -138,15 +138,6 @@ def finish(procs: list[subprocess.Popen]) -> list[str]:
     return errs
 
 
-def test_two_nodes_match_the_same_processes_on_one_machine(two_process_reference, tmp_path):
-    """Two "machines" (one process each) meet through a c10d rendezvous and train as one job."""
-    out = tmp_path / "run"
-    finish(two_nodes(out))
-    for name in ("latest/weights.safetensors", "best.safetensors"):
-        assert_equal(weights(two_process_reference, name), weights(out, name))
-    assert (out / "comparison.json").is_file()
-
-
 def test_elastic_restart_resumes_from_the_last_checkpoint_by_itself(two_process_reference, tmp_path):
     """A worker killed mid-run: torchrun (``--max-restarts 1``) restarts the group, which resumes from its
     last checkpoint without being told and ends with the uninterrupted run's weights."""
