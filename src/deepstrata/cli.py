@@ -83,9 +83,9 @@ def _add_fit(sub: argparse._SubParsersAction, verb: str = "fit") -> None:
                                  help="train (and select) on N labelled images per class; the test split stays "
                                       "whole (few-label learning, e.g. for transfer)"), "image")
     task_only(image.add_argument("--crop", choices=CROPS,
-                                 help="training crop: resized (a random box of 35-100%% of the area, resized: "
-                                      "photos) or pad (pad and crop at a random offset: small images); default "
-                                      "auto: resized for photos scaled down to the input size, else pad"), "image")
+                                 help="training crop: pad (pad and crop at a random offset; the default, auto) or "
+                                      "resized (ImageNet's random resized crop, 35-100%% of the area: for photos "
+                                      "and long training)"), "image")
     task_only(image.add_argument("--skip-bad", action="store_true", default=None,
                                  help="skip unreadable images in a folder (the count is reported)"), "image")
     task_only(p.add_argument("--val-fraction", type=number("data.val_fraction"), metavar="F",

@@ -217,12 +217,10 @@ def test_folder_run_predicts_with_its_training_preprocessing(tmp_path, monkeypat
     assert info["spec"]["in_shape"] == [3, 64, 64]
     # the chosen size is resolved into config.yaml: a resume (on a GPU too) reads 64, not its own default
     assert ds_config.load_config(tmp_path / "run" / "config.yaml").data.image_size == 64
-    # photos scaled down train with the resized crop (resolved into config.yaml); small images keep the padded one
-    assert ds_config.load_config(tmp_path / "run" / "config.yaml").train.crop == "resized"
-    assert info["data"]["augmentation"].startswith("random resized crop (scale 0.35-1")
-    from deepstrata.families.image.fit import read
-
-    assert read(ds_config.RunConfig().override(data={"source": "digits"})).cfg.train.crop == "pad"
+    # the training crop is resolved into config.yaml: the padded crop by default (it measured better, see
+    # task.resolve_crop); the resized crop when asked
+    assert ds_config.load_config(tmp_path / "run" / "config.yaml").train.crop == "pad"
+    assert info["data"]["augmentation"].startswith("random crop (pad 4)")
 
     seen = []
     original = verbs.logits

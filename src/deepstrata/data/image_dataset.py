@@ -17,8 +17,6 @@ class ImageDataset:
 
     ``preprocess`` is how files were brought to the size (``image_preprocess.Preprocess.record()``),
     for the run to record; None for the fixed-size formats and the old squashing read.
-    ``downscaled``: most images were scaled down to that size (photos, not small images at their
-    own size), which is what decides the training crop (``families.image.task.resolve_crop``).
     """
 
     x: torch.Tensor
@@ -30,4 +28,3 @@ class ImageDataset:
     format: str = ""
     notes: list[str] = field(default_factory=list)
     preprocess: dict | None = None
-    downscaled: bool = False

@@ -68,10 +68,9 @@ def folder_geometry(
 
 def sized_geometry(good: list[tuple[str, tuple[int, int]]], image_size: int | None, notes: list[str], *,
                    model: str | None, device: str | None,
-                   preprocess: Preprocess | None) -> tuple[int, Preprocess, bool]:
-    """Channels, the ``Preprocess`` of a fit (the size policy for ``model`` on ``device``) or of a run's
-    record (``preprocess``), and whether the most common image is scaled down to it; what was decided is
-    appended to ``notes``."""
+                   preprocess: Preprocess | None) -> tuple[int, Preprocess]:
+    """Channels and the ``Preprocess`` of a fit (the size policy for ``model`` on ``device``) or of a run's
+    record (``preprocess``), with what was decided appended to ``notes``."""
     channels = 1 if all(mode in GRAY_MODES for mode, _ in good) else 3
     (w, h), count = Counter(s for _, s in good).most_common(1)[0]
     if preprocess is None:
@@ -89,7 +88,7 @@ def sized_geometry(good: list[tuple[str, tuple[int, int]]], image_size: int | No
     converted = converted_modes_note([mode for mode, _ in good], channels)
     if converted:
         notes.append(converted)
-    return channels, preprocess, min(w, h) > min(preprocess.width, preprocess.height)
+    return channels, preprocess
 
 
 def read_image_folder(path: str | Path, image_size: int | None = None, skip_bad: bool = False, *,
@@ -127,8 +126,8 @@ def read_image_folder(path: str | Path, image_size: int | None = None, skip_bad:
     good = [probes[i] for i in keep]
     sized = model is not None or device is not None or preprocess is not None
     if sized:
-        channels, preprocess, downscaled = sized_geometry(good, image_size, notes, model=model, device=device,
-                                                          preprocess=preprocess)
+        channels, preprocess = sized_geometry(good, image_size, notes, model=model, device=device,
+                                              preprocess=preprocess)
         size = (preprocess.height, preprocess.width)
         check_memory(source, len(keep), channels, *size)
     else:
@@ -157,8 +156,7 @@ def read_image_folder(path: str | Path, image_size: int | None = None, skip_bad:
     test = torch.tensor([is_test[i] for i in keep], dtype=torch.bool)
     train = (x, y) if not bool(test.any()) else (x[~test], y[~test])
     ds = ImageDataset(x=train[0], y=train[1], classes=classes, source=str(path),
-                      format="folder", notes=notes, preprocess=preprocess.record() if sized else None,
-                      downscaled=sized and downscaled)
+                      format="folder", notes=notes, preprocess=preprocess.record() if sized else None)
     if bool(test.any()):
         ds.test_x, ds.test_y = x[test], y[test]
     if len(ds.y) == 0:

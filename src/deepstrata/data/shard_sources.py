@@ -85,12 +85,10 @@ class FolderSource:
             raise DataError(f"{path}: none of the {len(entries)} image files could be read")
         good = [probes[i] for i in keep]
         if model is not None or device is not None:
-            channels, chosen, self.downscaled = sized_geometry(good, image_size, notes, model=model, device=device,
-                                                               preprocess=None)
+            channels, chosen = sized_geometry(good, image_size, notes, model=model, device=device, preprocess=None)
             size = (chosen.height, chosen.width)
         else:
             channels, size = folder_geometry(good, image_size, notes)
-            self.downscaled = False
         main = [i for i in keep if not is_test[i]]
         test = [i for i in keep if is_test[i]]
         if not main:

@@ -38,14 +38,14 @@ def test_folder_over_the_budget_streams_through_the_runs_shards(photos, tmp_path
     monkeypatch.setenv("DEEPSTRATA_MEMORY_BUDGET", "200KB")  # 30 x 3x64x64 = 368,640 bytes decoded
     with pytest.raises(DataError, match="over the memory budget"):
         load_images(photos, model="cnn", device="cpu")
-    run = fit(photos, epochs=1, width=8, baselines=False, device="cpu", out=tmp_path / "run")
+    run = fit(photos, epochs=1, width=8, baselines=False, device="cpu", crop="resized", out=tmp_path / "run")
     err = capsys.readouterr().err
     assert "over the memory budget of 195.3 KiB: decoding them once into shards" in err and "images/s" in err
 
     info = json.loads((tmp_path / "run" / "model.json").read_text())
     assert info["data"]["shards"] == spill.SHARD_DIR and info["data"]["format"] == "folder"
     assert info["data"]["preprocess"] == {"resize": "short-side", "size": 64, "crop": "centre"}
-    assert info["data"]["augmentation"].startswith("random resized crop")  # streamed photos crop as in memory
+    assert info["data"]["augmentation"].startswith("random resized crop")  # --crop resized streams too
     shards = open_shards(tmp_path / "run" / spill.SHARD_DIR)
     # what stays resident while streaming is bounded by the budget: the shuffle buffer within a quarter of it
     example = 3 * 64 * 64

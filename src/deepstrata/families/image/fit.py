@@ -106,7 +106,7 @@ def read(cfg) -> Prepared:
         return Prepared(source=cfg.data.source, train_size=planned.counts["train"],
                         guarded_paths=(cfg.data.source, cfg.data.data_dir),
                         own=Sharded(None, planned.counts, planned),
-                        cfg=_resolved(cfg, planned.source.preprocess, planned.source.downscaled))
+                        cfg=_resolved(cfg, planned.source.preprocess))
     splits = split_dataset(dataset, seed=cfg.train.seed, val_fraction=cfg.data.val_fraction,
                            test_fraction=cfg.data.test_fraction)
     plan = None
@@ -116,7 +116,7 @@ def read(cfg) -> Prepared:
         from deepstrata.data.split import limit_labels
 
         splits = limit_labels(splits, cfg.data.labels_per_class, cfg.train.seed)
-    cfg = _resolved(cfg, dataset.preprocess, dataset.downscaled)
+    cfg = _resolved(cfg, dataset.preprocess)
     if plan is not None:
         cfg = _transferred_config(cfg, plan, len(splits.train_y))
     return Prepared(source=cfg.data.source, train_size=len(splits.train_y),
@@ -167,14 +167,14 @@ def _transferred_config(cfg, plan: TransferPlan, train_size: int):
     return cfg.override(train=transfer_schedule(source.layer_names, plan.reused, cfg.transfer.mode, epochs))
 
 
-def _resolved(cfg, chosen: dict | None, downscaled: bool):
+def _resolved(cfg, chosen: dict | None):
     """The size the policy chose and the training crop are part of the resolved config: a resume (on another
     device too) reads the same size and crops the same way instead of choosing again."""
     from deepstrata.families.image.task import resolve_crop
 
     if cfg.data.image_size is None and chosen is not None and chosen.get("resize") == "short-side":
         cfg = cfg.override(data={"image_size": chosen["size"]})
-    return cfg.override(train={"crop": resolve_crop(cfg.train.crop, downscaled)})
+    return cfg.override(train={"crop": resolve_crop(cfg.train.crop)})
 
 
 def describe(prepared: Prepared, load_seconds: float) -> list[str]:
@@ -270,7 +270,7 @@ def _build_sharded(cfg, sharded: Sharded, fit: FitContext) -> Built:
     env = fit.env
     task = ShardedImageTask(
         shards, buffer_size=None, rank=env.rank, world_size=env.world_size, augment=cfg.train.augment,
-        flip=flip_mode(cfg.train.flip, in_shape[0]) == "random", crop=resolve_crop(cfg.train.crop, False),
+        flip=flip_mode(cfg.train.flip, in_shape[0]) == "random", crop=resolve_crop(cfg.train.crop),
         label_smoothing=cfg.train.label_smoothing,
         eval_batch_size=cfg.train.eval_batch_size, precision=cfg.train.precision,
         channels_last=cfg.train.channels_last,
