@@ -225,6 +225,8 @@ def _fit(args: argparse.Namespace, argv_of_fit: list[str] | None = None,
             raise DeepstrataError("--curve runs its fits anew; --resume continues a single run (leave out --curve)")
         if overrides.pop("labels_per_class", None) is not None:
             raise DeepstrataError("--labels-per-class: the curve sets the labels per class itself (--curve)")
+        if (overrides.get("devices") or 1) > 1:
+            raise DeepstrataError("--devices: the curve's fits run one process each (leave out --devices)")
         seed = overrides.pop("seed", 0)
         source = overrides.pop("transfer_from")
         learning_curve(source, args.data, curve, out=args.out, seeds=curve_seeds or 3, seed=seed,
