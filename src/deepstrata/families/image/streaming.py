@@ -147,8 +147,8 @@ def default_buffer_size(shape: tuple[int, ...]) -> int:
 
 
 def baseline_sample_sizes(shape: tuple[int, ...]) -> tuple[int, int]:
-    """Train and val examples the baselines fit on: 10,000 and 5,000, or what a quarter of the budget holds
-    (the baselines' features take a few times the pixels)."""
+    """Train and val examples the baselines fit on: 10,000 and 5,000, or what an eighth and a sixteenth of the
+    memory budget hold (the baselines' features take a few times the pixels)."""
     example = int(np.prod(shape))
     return (budget_share(example, 0.125, BASELINE_TRAIN_SAMPLE), budget_share(example, 0.0625, BASELINE_VAL_SAMPLE))
 
