@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from deepstrata.config import NUMBERS, Number
+from deepstrata.config_numbers import is_number
 from deepstrata.errors import ConfigError, DeepstrataError
 
 SECTIONS = ("data", "model", "train", "text", "recommend")
@@ -96,7 +97,7 @@ def number(rule: str | Number):
         try:
             value = int(text) if checked.kind is int else float(text)
         except ValueError:
-            shown = text if _is_float(text) else repr(text)
+            shown = text if is_number(text) else repr(text)
             raise argparse.ArgumentTypeError(f"got {shown}, expected {checked.expected()}") from None
         try:
             return checked.check("", value, shown=text)
@@ -106,14 +107,6 @@ def number(rule: str | Number):
     parse.__name__ = checked.kind.__name__
     parse.rule = checked  # type: ignore[attr-defined]
     return parse
-
-
-def _is_float(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 POSITIVE_COUNT = Number(int, low=1, low_open=False)

@@ -149,3 +149,12 @@ def check_numbers(config: Any, section: str) -> None:
         if key.startswith(prefix):
             name = key[len(prefix):]
             object.__setattr__(config, name, rule.check(key, getattr(config, name)))
+
+
+def is_number(text: str) -> bool:
+    """``text`` reads as a number (``float`` accepts it: ``1e-3``, ``nan``, ``inf`` too)."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

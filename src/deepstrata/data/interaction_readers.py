@@ -19,6 +19,7 @@ from typing import Iterator
 
 import numpy as np
 
+from deepstrata.config_numbers import is_number
 from deepstrata.data import tables
 from deepstrata.data.interaction_log import RawLog
 from deepstrata.errors import DataError
@@ -30,14 +31,6 @@ RATING_NAMES = ("rating", "ratings", "score", "stars")
 TIME_NAMES = ("timestamp", "ts", "time", "datetime", "date", "event_time", "unix_time")
 MOVIELENS_FILES = ("u.data", "ratings.dat", "ratings.csv")
 HEADERLESS_NAMES = ("user_id", "item_id", "rating", "timestamp")
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def resolve_source(source: str | Path) -> Path:
@@ -72,7 +65,7 @@ def detect_format(path: Path, requested: str = "auto") -> str:
         return "movielens-dat"
     delimiter = "\t" if requested == "tsv" or (requested != "csv" and "\t" in first) else ","
     fields_ = first.rstrip("\r\n").split(delimiter)
-    if all(_is_number(value.strip()) for value in fields_ if value.strip()) and 2 <= len(fields_) <= 4:
+    if all(is_number(value.strip()) for value in fields_ if value.strip()) and 2 <= len(fields_) <= 4:
         return "headerless-tsv" if delimiter == "\t" else "headerless-csv"
     return "tsv" if delimiter == "\t" else "csv"
 

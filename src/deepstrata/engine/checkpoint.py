@@ -138,7 +138,8 @@ def _atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata:
         raise
 
 
-def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors, or a one-line ``RunError`` naming the file (missing or unreadable)."""
     if not path.is_file():
         raise RunError(f"{path}: checkpoint file not found")
     try:
@@ -162,7 +163,7 @@ def save_weights(path: Path, model: nn.Module, metadata: dict[str, str] | None =
 
 
 def load_weights(path: Path, model: nn.Module) -> None:
-    tensors = _load_tensors(Path(path))
+    tensors = load_tensors(Path(path))
     try:
         model.load_state_dict(tensors)
     except RuntimeError as err:
@@ -373,7 +374,7 @@ def _load_from(source: Path, names: tuple[str, str, str], model: nn.Module, opti
         if _step_of(path) != str(state.get("step")):
             raise RunError(f"{path}: checkpoint files are from different steps (interrupted write)")
     load_weights(source / weights_name, model)
-    tensors = _load_tensors(source / train_name)
+    tensors = load_tensors(source / train_name)
     if optimizer is not None:
         try:
             _restore_optimizer(optimizer, tensors, state.pop("optimizer"))

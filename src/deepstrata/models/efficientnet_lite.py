@@ -58,6 +58,7 @@ STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3)
 STEM_WIDTH = 32
 TOP_WIDTH = 1280
 BLOCKS = sum(stage[-1] for stage in STAGES)
+LAYER_NAMES = ("stem", *(f"stage{i}" for i in range(1, len(STAGES) + 1)), "top", "head")
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.01
 MEAN = [127 / 255] * 3

@@ -46,7 +46,7 @@ from deepstrata.data.shards import Shard, ShardSet, SplitShards, open_shards
 from deepstrata.engine import distributed
 from deepstrata.engine.loop import batch_generator
 from deepstrata.errors import ConfigError, DataError
-from deepstrata.families.image.task import ImageClassificationTask, describe_crop, predict_logits, to_float
+from deepstrata.families.image.task import ImageClassificationTask, predict_logits, to_float
 
 DEFAULT_BUFFER_EXAMPLES = 16_384
 DEFAULT_BUFFER_BYTES = 256 * 2**20
@@ -163,12 +163,7 @@ class ShardedImageTask:
 
     primary_metric = "accuracy"
     loss = ImageClassificationTask.loss
-
-    def describe_augmentation(self) -> str:
-        if not self.augment:
-            return "none"
-        return describe_crop(self.crop, self.padding, self.pad_mode) + (
-            " + horizontal flip" if self.flip == "random" else "")
+    describe_augmentation = ImageClassificationTask.describe_augmentation
 
     def __init__(
         self,

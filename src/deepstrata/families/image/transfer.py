@@ -66,11 +66,11 @@ def open_source(name: str, *, arch: str | None, width: int, depth: int | None,
 
 
 def _pretrained(name: str, image_size: int | None) -> Source:
-    from deepstrata.models.efficientnet_lite import MEAN, STD, imagenet_state_dict, weights_path
+    from deepstrata.models.efficientnet_lite import LAYER_NAMES, MEAN, STD, imagenet_state_dict, weights_path
 
     weights_path()  # the extra is installed: say so now, before any data is read
     size = image_size or PRETRAINED_SIZE
-    layers = ["stem", *(f"stage{i}" for i in range(1, 8)), "top", "head"]
+    layers = list(LAYER_NAMES)
 
     def state() -> dict:
         return {**imagenet_state_dict(), "mean": torch.tensor(MEAN).view(1, -1, 1, 1),
@@ -103,12 +103,9 @@ def load_weights_file(path: Path) -> dict:
     """A state dict from ``.safetensors``, or from a torch file read with ``weights_only=True`` — never a pickle
     that can run code."""
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from deepstrata.engine.checkpoint import load_tensors
 
-        try:
-            return load_file(str(path))
-        except Exception as err:  # noqa: BLE001 - any unreadable file is the same user-facing problem
-            raise DataError(f"{path}: not a readable safetensors file ({type(err).__name__})") from None
+        return load_tensors(path)
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as err:  # noqa: BLE001 - a pickle with code is refused by weights_only, like a damaged file

@@ -74,8 +74,9 @@ def evaluate(run, data: str | None = None, data_dir: str | None = None) -> dict:
 
     if is_shard_dir(source):
         return evaluate_shards(run, source)
-    if own_shards(run, source):
-        return {**evaluate_shards(run, own_shards(run, source)), "data": source, "split": "test split of the run"}
+    own = own_shards(run, source)
+    if own:
+        return {**evaluate_shards(run, own), "data": source, "split": "test split of the run"}
     dataset = load_images(
         source,
         format=run.config.data.format if same else None,
