@@ -39,12 +39,20 @@ def test_inspect_prints_summary_json(digits_run, capsys):
     assert summary["samples"] == 120 and [p["layer"] for p in summary["probes"]] == ["stem", "stage2"]
     assert summary["cka"]["layers"] == ["stem", "stage2"]
     assert (digits_run / "inspect" / "report.html").is_file()
+    compact = summary["compactness"]  # raw pixels vs the default embedding, on the probes' own halves
+    raw, embedding = compact["representations"]
+    assert compact["layer"] == "features" and compact["split"] == summary["probe_split"]
+    assert (raw["name"], raw["dim"], raw["bytes_per_example"]) == ("raw input", 64, 256)
+    assert embedding["dim"] == Run(digits_run).model.feature_dim and compact["compression"] == round(64 / embedding["dim"], 3)
+    assert raw["probe_accuracy"] == summary["input_probe"]["accuracy"] and 0 < embedding["nn_accuracy"] <= 1
+    assert "Compactness: raw input vs embedding" in (digits_run / "inspect" / "report.html").read_text()
 
 
 def test_inspect_prints_the_table(digits_run, capsys):
     assert main(["inspect", str(digits_run), "--samples", "60", "--no-tsne", "--layers", "stage1"]) == 0
     out = capsys.readouterr().out
     assert "layer" in out and "stage1" in out and "random" in out
+    assert "compactness: raw input 64-d (256 B, probe " in out
     assert f"report: {digits_run / 'inspect' / 'report.html'}" in out
 
 

@@ -48,8 +48,11 @@ def other_csv(tmp_path):
     ("image", ["recommend", "{run}", "--user", "1"],
      ["an image-classification run (cnn)", "expect a recommendation run"]),
     ("text", ["similar", "{run}", "--item", "1"], ["a text-classification run (transformer)"]),
-    ("image", ["embed", "{run}", "--data", "{tmp}/t.txt", "--out", "{tmp}/e.npy"],
-     ["an image-classification run (cnn)", "embed expects a text run"]),
+    ("image", ["embed", "{run}", "--data", "{tmp}/t.txt", "--out", "{tmp}/e.npy"],  # every run embeds; texts no
+     ["t.txt: a table", "an image-classification run (cnn)", "embed --data expects images"]),
+    ("image", ["embed", "{run}", "--data", "{tmp}/t.txt", "--out", "{tmp}/e.npz", "--per-token"],
+     ["an image-classification run (cnn)", "embed --per-token expects a text run"]),
+    ("recommend", ["search", "{run}", "--index", "{tmp}/e.npy", "--query", "1"], ["e.npy: no such file"]),
     ("text", ["evaluate", "{run}", "--data", "digits"],
      ["digits: an image data set", "a text-classification run (transformer)", "evaluate --data expects labelled texts"]),
     ("image", ["evaluate", "{run}", "--data", "{csv}"], ["news.csv: a table", "evaluate --data expects images"]),

@@ -17,8 +17,10 @@ import sys
 
 # Building the parser imports only these light modules: no torch, so that `deepstrata --help`
 # (and any VERB --help) answers at once; each verb imports what it runs when it runs.
-from deepstrata import __version__, cli_inspect, cli_recommend, cli_text
+from deepstrata import __version__, cli_embed, cli_inspect, cli_recommend, cli_text
 from deepstrata import cli_shard
+from deepstrata import cli_export
+from deepstrata import cli_serve
 from deepstrata.cli_args import (IMAGE_FORMATS, POSITIVE_COUNT, Parser, for_verb, in_flag_names, misapplied, number,
                                  os_error_line, task_only, verb_parser)
 from deepstrata.config import CROPS, DEVICES, LR_SCALINGS, PRECISIONS, SCHEDULES, TRANSFER_MODES
@@ -41,18 +43,21 @@ def _add_fit(sub: argparse._SubParsersAction, verb: str = "fit") -> None:
             "transfer",
             help="reuse a trained network's layers on new data (few labels)",
             description="Fit on new data starting from another network's layers: an image run, a pretrained "
-            "network (efficientnet-lite0, offline) or a weights file (--arch). The result is an ordinary run, "
-            "beside the same hand-engineered baselines as any fit.",
+            "network (efficientnet-lite0, offline) or a weights file (--arch); for texts a text run or the "
+            "pretrained MiniLM encoder (minilm, offline). The result is an ordinary run, beside the same "
+            "hand-engineered baselines as any fit.",
         )
         group = p.add_argument_group("transfer options")
         group.add_argument("--from", dest="transfer_from", required=True, metavar="SOURCE",
-                           help="a run directory, 'efficientnet-lite0' (ImageNet weights; the [vision] extra), or "
-                                "a .safetensors / state-dict file with --arch")
+                           help="a run directory, 'efficientnet-lite0' (ImageNet weights; the [vision] extra), "
+                                "a .safetensors / state-dict file with --arch, or for texts 'minilm' "
+                                "(all-MiniLM-L6-v2; the [text] extra) or a text run")
         group.add_argument("--arch", choices=IMAGE_MODELS, help="the architecture of a weights file")
         group.add_argument("--up-to", metavar="LAYER",
                            help="reuse the source's layers up to and including LAYER (default: all but the head)")
         group.add_argument("--mode", choices=TRANSFER_MODES,
-                           help="linear: reused layers frozen (BatchNorm statistics too), a new head trains; "
+                           help="linear: reused layers frozen (BatchNorm statistics too; in eval mode, so dropout "
+                                "is off), a new head trains; "
                                 "finetune (default): everything trains, earlier layers at lower rates; gradual: "
                                 "finetune, unfreezing the reused layers from the top down over the epochs")
         group.add_argument("--curve", metavar="BUDGETS",
@@ -80,8 +85,8 @@ def _add_fit(sub: argparse._SubParsersAction, verb: str = "fit") -> None:
                                       "the model and device, e.g. 64 for a CNN on a CPU; smaller images keep their "
                                       "most common size)"), "image")
     task_only(image.add_argument("--labels-per-class", type=number("data.labels_per_class"), metavar="N",
-                                 help="train (and select) on N labelled images per class; the test split stays "
-                                      "whole (few-label learning, e.g. for transfer)"), "image")
+                                 help="train (and select) on N labelled images (or texts) per class; the test split "
+                                      "stays whole (few-label learning, e.g. for transfer)"), "image", "text")
     task_only(image.add_argument("--crop", choices=CROPS,
                                  help="training crop: pad (pad and crop at a random offset; the default, auto) or "
                                       "resized (ImageNet's random resized crop, 35-100%% of the area: for photos "
@@ -188,10 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fit(sub, "transfer")
     _add_run_verbs(sub)
     _add_bench(sub)
-    cli_text.add_parsers(sub)
+    cli_embed.add_parsers(sub)
     cli_recommend.add_parsers(sub)
     cli_inspect.add_parsers(sub)
     cli_shard.add_parsers(sub)
+    cli_export.add_parsers(sub)
+    cli_serve.add_parsers(sub)
     return parser
 
 
@@ -282,10 +289,13 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-VERBS = {"bench": _bench, "fit": _fit, "evaluate": _evaluate, "predict": _predict, "compare": _compare, "embed": cli_text.embed}
+VERBS = {"bench": _bench, "fit": _fit, "evaluate": _evaluate, "predict": _predict, "compare": _compare}
+VERBS.update(cli_embed.VERBS)
 VERBS.update(cli_recommend.VERBS)
 VERBS.update(cli_inspect.VERBS)
 VERBS.update(cli_shard.VERBS)
+VERBS.update(cli_export.VERBS)
+VERBS.update(cli_serve.VERBS)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,9 @@ import sys
 
 from deepstrata.cli_args import POSITIVE_COUNT, number, task_only
 from deepstrata.config import SPLITS
+from deepstrata.config_numbers import Number
+
+REPLAY = Number(float, low=0.0, low_open=False, high=1.0, high_open=False)  # [0, 1]
 
 
 def add_fit_arguments(p: argparse.ArgumentParser) -> None:
@@ -56,14 +59,21 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-k", type=number(POSITIVE_COUNT), default=10, help="how many items (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
-    p = sub.add_parser("update", help="continue training a recommendation run on new interactions",
-                       description="Add new interactions (new users and items included) to a run and continue "
-                       "training from its weights; prints test metrics before and after.")
+    p = sub.add_parser("update", help="continue training a run on new data (new classes, users or items too)",
+                       description="Continue training a run's kept model on new data, without retraining from zero. "
+                       "An image or text run takes new labelled examples, classes it has never seen included (the "
+                       "head grows; old classes keep their rows), with a share of its old training data replayed; "
+                       "a text run keeps its tokenizer (new words map to what it does for unknown ones). A "
+                       "recommendation run takes new interactions (new users and items included). Prints accuracy "
+                       "(or ranking metrics) on the test splits before and after.")
     p.add_argument("run", metavar="RUN", help="run directory")
-    p.add_argument("--data", required=True, metavar="FILE", help="new interactions, same columns as the run's log")
+    p.add_argument("--data", required=True, metavar="SOURCE",
+                   help="the new data: images or texts of the run's kind, or interactions with the run's log columns")
     p.add_argument("--out", metavar="DIR", help="write the updated run here (default: replace RUN when done)")
-    p.add_argument("--epochs", type=number("recommend.update_epochs"),
-                   help="epochs to train (default: the run's recommend.update_epochs)")
+    p.add_argument("--epochs", type=number(POSITIVE_COUNT),
+                   help="epochs to train (default: the run's own epochs; a recommender's recommend.update_epochs)")
+    p.add_argument("--replay", type=number(REPLAY), metavar="F",
+                   help="image and text runs: share of the old training data mixed in, per class (default 0.5)")
     p.add_argument("--json", action="store_true", help="print the update record as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -106,16 +116,21 @@ def similar(args: argparse.Namespace) -> int:
 def update(args: argparse.Namespace) -> int:
     from deepstrata.run import load
 
-    updated = load(args.run).update(args.data, args.out, epochs=args.epochs, quiet=args.quiet)
+    updated = load(args.run).update(args.data, args.out, epochs=args.epochs, replay=args.replay, quiet=args.quiet)
     path, record = updated.path, updated.info["updates"][-1]  # the update just made, as model.json records it
     if args.json:
         print(json.dumps(record, indent=2))
         return 0
-    print(f"added {record['new_events']} events ({record['new_users']} new users, {record['new_items']} new items) "
-          f"in {record['seconds']:.1f}s, {record['epochs']} epochs")
-    for when in ("before", "after"):
-        metrics = "  ".join(f"{k}={v:.4f}" for k, v in record[when].items())
-        print(f"{when:>6}: {metrics}")
+    if "new_events" in record:  # a recommender's record
+        print(f"added {record['new_events']} events ({record['new_users']} new users, {record['new_items']} new "
+              f"items) in {record['seconds']:.1f}s, {record['epochs']} epochs")
+        for when in ("before", "after"):
+            metrics = "  ".join(f"{k}={v:.4f}" for k, v in record[when].items())
+            print(f"{when:>6}: {metrics}")
+    else:
+        from deepstrata.families.updating import summary_lines
+
+        print("\n".join(summary_lines(record)))
     print(f"run directory: {path}", file=sys.stdout)
     return 0
 

@@ -1,8 +1,8 @@
 """Command-line options and verbs for text runs; ``cli.py`` wires them in.
 
 ``add_fit_arguments`` adds the text options of ``fit``; ``add_predict_arguments`` lets
-``predict`` take texts (positional strings or ``--file``); ``add_parsers`` adds ``embed``.
-Each handler makes one API call and prints, like every other verb.
+``predict`` take texts (positional strings or ``--file``). ``embed`` (``--per-token``,
+``--text-column`` among its options) is every family's verb: ``cli_embed``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from deepstrata.cli_args import number, task_only
-from deepstrata.config import TEXT_FORMATS, TEXT_POOLING, TEXT_POSITIONS
+from deepstrata.config import TEXT_FORMATS, TEXT_POOLING, TEXT_POSITIONS, TEXT_TRUNCATIONS
 
 
 def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +33,9 @@ def _add_text_arguments(g: argparse._ArgumentGroup) -> None:
                    help="byte-level BPE vocabulary learned from the training split (default 16000)")
     g.add_argument("--max-length", type=number("text.max_length"), metavar="TOKENS",
                    help="truncate texts to this many tokens (default 256; the number truncated is reported)")
+    g.add_argument("--truncate", choices=TEXT_TRUNCATIONS,
+                   help="which tokens a longer text keeps: head (the first; default) or head+tail (the first "
+                        "quarter of --max-length and the last three quarters, Sun et al. 2019)")
     g.add_argument("--dim", type=number("text.dim"), help="Transformer width (default 128)")
     g.add_argument("--layers", type=number("text.layers"), help="Transformer blocks (default 2)")
     g.add_argument("--heads", type=number("text.heads"), help="attention heads (default 4)")
@@ -49,22 +52,3 @@ def _add_text_arguments(g: argparse._ArgumentGroup) -> None:
 def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--file", metavar="FILE", help="text runs: a .txt of one text per line, or a table")
     parser.add_argument("--text-column", metavar="NAME", help="text runs: the column of --file holding the text")
-
-
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("embed", help="write the vector a text run generates for each text (or each token)",
-                       description="Write one vector per text (the pooled features the classifier sees) as .npy, "
-                       ".npz or .parquet; with --per-token, one vector per token with the tokens beside them "
-                       "(.npz or .parquet).")
-    p.add_argument("run", metavar="RUN", help="a text run directory")
-    p.add_argument("--data", metavar="FILE", required=True, help="a .txt of one text per line, or a table")
-    p.add_argument("--out", metavar="PATH", required=True, help="output file (.npy, .npz or .parquet)")
-    p.add_argument("--per-token", action="store_true", help="one vector per token instead of per text")
-    p.add_argument("--text-column", metavar="NAME", help="column of --data holding the text (default: the run's)")
-
-
-def embed(args: argparse.Namespace) -> int:
-    from deepstrata.run import load
-
-    print(load(args.run).write_embeddings(args.data, args.out, per_token=args.per_token, text_column=args.text_column))
-    return 0

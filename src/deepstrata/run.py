@@ -141,13 +141,86 @@ class Run:
         return self.family.similar(self, item, k)
 
     def update(self, data, out: str | Path | None = None, *, epochs: int | None = None,
-               quiet: bool = True) -> "Run":
-        """Continue training on new interactions (new users and items too); returns the updated run."""
-        return Run(self.family.update(self, data, out, epochs, quiet), device=str(self.device))
+               replay: float | None = None, quiet: bool = True) -> "Run":
+        """Continue training on new data; returns the updated run (``out``, or this run's path, replaced once done).
 
-    def embed(self, texts, per_token: bool = False):
-        """One vector per text ``[N, D]``, or with ``per_token`` one per token with the tokens (text runs)."""
-        return self.family.embed(self, texts, per_token)
+        A recommendation run takes new interactions (new users and items too); an image or
+        text run new labelled examples, new classes too (the head grows, old rows kept), with
+        ``replay`` (default ``families.updating.DEFAULT_REPLAY``) of its old training data mixed in.
+        """
+        return Run(self.family.update(self, data, out, epochs, quiet, replay=replay), device=str(self.device))
+
+    def embed(self, data=None, layer: str | None = None, *, per_token: bool = False, rows: str | None = None,
+              text_column: str | None = None, data_dir: str | None = None, batch_size: int = 256):
+        """One vector per example of ``data`` at ``layer``: an ``Embeddings`` (vectors, ids, labels, layer).
+
+        ``data``: a data source (default: the run's own) — images (ids: file paths in a folder,
+        ``train/i`` / ``test/i`` otherwise), texts (ids: line numbers, a table's ``id`` column or
+        row numbers), or for a recommendation run its own log, whose ``rows`` are ``items``
+        (default) or ``users``. ``layer``: a layer name, or None for ``features``, the vector the
+        head classifies; an unknown name raises ``ConfigError`` listing the model's layers.
+
+        In-memory inputs — a list of texts, a tensor of images ``[N, C, H, W]``, a list of user or
+        item ids — have no ids of their own and give the matrix ``[N, D]``, as ``run.embed(texts)``
+        always did; with ``per_token`` (text runs) one vector per token with the tokens (``TokenFeatures``).
+        """
+        from deepstrata.embeddings import EmbeddingMeta, Embeddings
+        from deepstrata.inspect.layer_vectors import check_layer
+
+        if per_token:
+            return self.family.embed(self, data, True)
+        layer = check_layer(self.model, layer)
+        got = self.family.embed_source(self, data, layer, rows=rows, column=text_column, data_dir=data_dir,
+                                       batch_size=batch_size)
+        if data is not None and not isinstance(data, (str, Path)):
+            return got.vectors
+        meta = EmbeddingMeta(run=str(self.path.resolve()), weights=self.weights_fingerprint(), layer=got.layer,
+                             dim=int(got.vectors.shape[1]), rows=got.rows, task=self.task)
+        return Embeddings(got.vectors, got.ids, got.labels, meta, source=got.source)
+
+    def weights_fingerprint(self) -> str:
+        """Which weights the run's verbs use (sha256 of best.safetensors, 16 hex digits), read once per ``Run``."""
+        if getattr(self, "_fingerprint", None) is None:
+            from deepstrata.embeddings import weights_fingerprint
+
+            self.model  # the weights are checked (present, loadable) before they are hashed
+            self._fingerprint = weights_fingerprint(self.path)
+        return self._fingerprint
+
+    def search(self, index, query, k: int = 10, *, layer: str | None = None, batch_size: int = 256) -> dict:
+        """The ``k`` rows of ``index`` nearest to ``query`` by cosine: ``{"query", "results": [{id, label, score}]}``.
+
+        ``index``: an ``Embeddings`` or the file ``embed`` wrote (.parquet, or .npy with its .ids.json).
+        ``query``: an image file (image runs), a text (text runs), an item id — or a user id when
+        the index holds users — (recommendation runs), embedded by this run at the index's layer.
+        An index made by another run, or by other weights of this one, is refused (``RunError``);
+        so is a ``layer`` other than the index's. Exact search: one chunked matrix product.
+        """
+        from deepstrata.embeddings import Embeddings, load_embeddings
+        from deepstrata.errors import ConfigError, DataError
+        from deepstrata.inspect.layer_vectors import check_layer
+        from deepstrata.vector_search import cosine_top_k
+
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ConfigError(f"-k: got {k!r}, expected a positive integer")
+        emb = index if isinstance(index, Embeddings) else load_embeddings(index)
+        where = f"the embeddings of {emb.source or 'a data source'}" if isinstance(index, Embeddings) else index
+        if emb.meta.weights != self.weights_fingerprint():
+            made = (f"other weights of this run ({emb.meta.weights}; now {self.weights_fingerprint()})"
+                    if emb.meta.run == str(self.path.resolve()) else f"the run {emb.meta.run}, not by {self.path}")
+            raise RunError(f"--index {where}: embedded by {made}; embed it with this run first "
+                           f"(`deepstrata embed {self.path} --out FILE`)")
+        if layer is not None and check_layer(self.model, layer) != emb.layer:
+            raise ConfigError(f"--layer: {layer!r}, but {where} holds layer {emb.layer!r}; a query is embedded at "
+                              "the index's layer (leave --layer out)")
+        check_layer(self.model, emb.layer, option=f"--index {where}")
+        vector = self.family.embed_query(self, query, emb.layer, rows=emb.meta.rows, batch_size=batch_size)
+        if vector.shape[1] != emb.dim:
+            raise DataError(f"--index {where}: {emb.dim}-d vectors, but the query embeds to {vector.shape[1]}-d "
+                            f"at layer {emb.layer}")
+        scores, found = cosine_top_k(emb.unit(), vector, k, index_is_unit=True)
+        return {"query": query, "results": [{"id": emb.ids[i], "label": emb.labels[i], "score": round(float(v), 6)}
+                                            for v, i in zip(scores[0].tolist(), found[0].tolist())]}
 
     def features(self, x, layer: str = "stage2", *, data_dir: str | None = None, with_ids: bool = False,
                  batch_size: int = 256):
@@ -170,10 +243,7 @@ class Run:
         """``features`` of ``x`` (default: the run's own source) written to ``out`` (.npy, atomically); returns
         the line ``deepstrata features`` prints. A recommender's rows are users or items: their ids go to
         ``out`` with the suffix ``.ids.json``, one per row, in order."""
-        import io
-
-        import numpy as np
-
+        from deepstrata.embeddings import write_matrix
         from deepstrata.errors import ConfigError
 
         out = Path(out)
@@ -181,20 +251,46 @@ class Run:
             raise ConfigError(f"--out: {out}: expected a .npy file name")
         values, ids = self.features(self.config.data.source if x is None else x, layer=layer, data_dir=data_dir,
                                     with_ids=True)
-        buffer = io.BytesIO()
-        np.save(buffer, values)
-        ckpt.atomic_write_bytes(out, buffer.getvalue())
+        # a recommender's rows are users or items: say which, row by row
+        id_file = write_matrix(out, values, None if ids is None else [str(i) for i in ids])
         line = f"{out}: {values.shape[0]} x {values.shape[1]} features of layer {layer}"
-        if ids is not None:  # a recommender's rows are users or items: say which, row by row
-            id_file = out.with_suffix(".ids.json")
-            ckpt.atomic_write_json(id_file, [str(i) for i in ids])
-            line += f"; row ids in {id_file}"
-        return line
+        return line + (f"; row ids in {id_file}" if id_file is not None else "")
 
-    def write_embeddings(self, data: str | Path, out: str | Path, *, per_token: bool = False,
-                         text_column: str | None = None) -> str:
-        """``embed`` of the texts of a file written to ``out`` (.npy/.npz/.parquet); returns the printed line."""
-        return self.family.embed_file(self, data, out, per_token, text_column)
+    def write_embeddings(self, data: str | Path | None, out: str | Path, *, per_token: bool = False,
+                         text_column: str | None = None, layer: str | None = None, rows: str | None = None,
+                         data_dir: str | None = None) -> str:
+        """``embed`` of ``data`` (default: the run's own source) written to ``out``; returns the printed line.
+
+        ``.parquet`` (id, label, vector and metadata) or ``.npy`` (with ``.ids.json``), see
+        ``deepstrata.embeddings``. Text runs also write per-token vectors (``per_token``:
+        ``.npz``/``.parquet``) and per-text ``.npz``, as before.
+        """
+        from deepstrata.embeddings import SUFFIXES, sidecar
+        from deepstrata.errors import ConfigError
+
+        out = Path(out)
+        if per_token or out.suffix.lower() == ".npz":
+            if layer is not None or rows is not None:
+                raise ConfigError(f"--out {out}: --layer and --rows apply to one vector per example (.parquet or "
+                                  ".npy), not to per-token or .npz output")
+            return self.family.embed_file(self, data, out, per_token, text_column)
+        if out.suffix.lower() not in SUFFIXES:
+            raise ConfigError(f"--out {out}: expected a .parquet or .npy file name")
+        emb = self.embed(self.config.data.source if data is None else str(data), layer, rows=rows,
+                         text_column=text_column, data_dir=data_dir)
+        emb.save(out)
+        where = out if out.suffix.lower() == ".parquet" else sidecar(out)
+        return (f"{out}: {len(emb)} x {emb.dim} vectors of layer {emb.layer} ({emb.meta.rows}: {emb.source}); "
+                f"ids and labels in {where}")
+
+    def export(self, format: str, out: str | Path | None = None, *, overwrite: bool = False):
+        """Write the model as ``format`` (``onnx`` or ``pt2``) to ``out`` (default ``RUN/export/model.onnx`` or
+        ``.pt2``), with ``NAME.contract.json`` beside it (inputs, preprocessing, classes or ids) and a text run's
+        tokenizer; verified against PyTorch on the run's own data before anything is written. Returns an
+        ``export.api.Exported``; a file deepstrata did not write is replaced only with ``overwrite``."""
+        from deepstrata.export.api import export_run
+
+        return export_run(self, format, out, overwrite=overwrite)
 
     def inspect(self, data: str | None = None, **kwargs):
         """Probes, CKA, projections and pictures of every layer (see ``deepstrata.inspect.inspect_run``)."""

@@ -36,3 +36,12 @@ def test_before_equals_evaluate_on_the_same_data(mf_run, ml_split_files, tmp_pat
     record = mf_run.update(old_data, out=tmp_path / "same", epochs=1).comparison()["update"]
     assert record["new_users"] == record["new_items"] == 0
     assert record["before"] == mf_run.evaluate()["metrics"] == mf_run.comparison()["rows"][0]["metrics"]
+
+
+def test_replay_is_refused_for_a_recommender_whose_update_keeps_every_interaction(mf_run, ml_split_files, tmp_path):
+    from deepstrata.errors import ConfigError
+
+    _, new_csv = ml_split_files
+    with pytest.raises(ConfigError, match="^--replay: .*replay is for image and text runs$"):
+        mf_run.update(new_csv, out=tmp_path / "r", epochs=1, replay=0.5)
+    assert not (tmp_path / "r").exists()

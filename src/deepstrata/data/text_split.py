@@ -7,7 +7,7 @@ split whatever the data; an official test split (IMDB's ``test/``) is kept as th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ class TextSplits:
     test_y: np.ndarray
     classes: list[str]
     test_is_official: bool
+    notes: list[str] = field(default_factory=list)
 
 
 def split_text(ds: TextDataset, *, seed: int, val_fraction: float = 0.1, test_fraction: float = 0.2) -> TextSplits:
@@ -58,5 +59,24 @@ def split_text(ds: TextDataset, *, seed: int, val_fraction: float = 0.1, test_fr
         train_texts=[ds.texts[i] for i in parts.train_x.tolist()], train_y=parts.train_y.numpy(),
         val_texts=[ds.texts[i] for i in parts.val_x.tolist()], val_y=parts.val_y.numpy(),
         test_texts=[test_source[i] for i in parts.test_x.tolist()], test_y=parts.test_y.numpy(),
-        classes=list(ds.classes), test_is_official=official,
+        classes=list(ds.classes), test_is_official=official, notes=list(parts.notes),
+    )
+
+
+def limit_text_labels(splits: TextSplits, per_class: int, seed: int) -> TextSplits:
+    """``data.split.limit_labels`` for texts: ``per_class`` training (and validation) texts of each class,
+    seeded and nested (a larger budget holds a smaller one's texts); the test split whole."""
+    from deepstrata.data.split import Splits, limit_labels
+
+    def indexed(y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.arange(len(y)), torch.from_numpy(np.asarray(y, dtype=np.int64))
+
+    (train_x, train_y), (val_x, val_y), (test_x, test_y) = map(indexed, (splits.train_y, splits.val_y, splits.test_y))
+    few = limit_labels(Splits(train_x, train_y, val_x, val_y, test_x, test_y, splits.classes,
+                              splits.test_is_official, []), per_class, seed)
+    return TextSplits(
+        train_texts=[splits.train_texts[i] for i in few.train_x.tolist()], train_y=few.train_y.numpy(),
+        val_texts=[splits.val_texts[i] for i in few.val_x.tolist()], val_y=few.val_y.numpy(),
+        test_texts=splits.test_texts, test_y=splits.test_y, classes=splits.classes,
+        test_is_official=splits.test_is_official, notes=[*splits.notes, *few.notes],
     )

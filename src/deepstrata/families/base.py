@@ -30,14 +30,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deepstrata.errors import DataError, RunError
+from deepstrata.errors import ConfigError, DataError, RunError
 
 # What each verb that belongs to some families only expects, for the refusal on the others.
 VERB_EXPECTS = {
     "predict": "an image or text run (it labels images or texts); for a recommendation run use "
                "`deepstrata recommend RUN --user ID` or `deepstrata similar RUN --item ID`",
-    "embed": "a text run (it takes texts); for the features of an image or recommendation run use "
-             "`deepstrata features RUN --layer NAME`",
+    "embed --per-token": "a text run (one vector per token, written as .npz or .parquet); other runs embed one "
+                         "vector per example as .parquet or .npy",
+    "embed and search": "an image, text or recommendation run",
+    "export": "an image, text or recommendation run",
     "recommend, similar and update": "a recommendation run (fit --task recommend on an interaction log)",
 }
 
@@ -134,6 +136,12 @@ class Family(ABC):
     def report_sections(self, cfg, prepared: Prepared, built: Built, rows: list[dict]) -> list[tuple[str, str]]:
         return []
 
+    def curve_scratch(self, options: dict, spec: dict) -> tuple[str, dict, tuple[str, ...] | None]:
+        """For ``transfer --curve``: the model and options of the "scratch" fit beside a transfer whose model
+        spec is ``spec`` (the same architecture, randomly initialised), and the names of the baseline rows that
+        count as the hand-engineered baseline (None: every one)."""
+        raise ConfigError(f"transfer --curve: {self.name} runs have no transfer")
+
     # --- a finished run -----------------------------------------------------------------
     def check_info(self, info: dict, path: Path) -> None:
         """Check the model.json fields this family's verbs rely on (``runfiles.damaged`` if not)."""
@@ -162,6 +170,25 @@ class Family(ABC):
         """What ``deepstrata predict`` labels: its PATH arguments and ``--file`` (texts), as ``predict`` takes them."""
         self.refuse(run, "predict")
 
+    # --- predict in two steps, for ``deepstrata serve``'s micro-batching ----------------
+    serve_inputs: str = ""           # the request field inputs come in ("images", "texts"); "": no /predict
+
+    def decode_input(self, run, raw, name: str):
+        """One raw input (image bytes, a text) as ``predict_decoded`` takes it, or a one-line ``DataError``
+        naming ``name``. Asked per request, before any batching, so that a bad input fails its own request
+        alone and never the batch it would have been gathered into (``transformers.Pipeline.preprocess``)."""
+        self.refuse(run, "predict")
+
+    def predict_decoded(self, run, decoded: list, names: list[str]) -> list:
+        """What ``predict`` answers (objects with ``to_dict``) for inputs ``decode_input`` made, gathered from
+        many requests into one forward pass, in order; ``names`` fill their path or text."""
+        self.refuse(run, "predict")
+
+    def embed_decoded(self, run, decoded: list):
+        """``[N, D]`` vectors of ``features`` (the vector the head classifies) for inputs ``decode_input``
+        made, as ``Run.embed`` of in-memory inputs gives them."""
+        self.refuse(run, "embed and search")
+
     def render_predictions(self, predictions: list, as_json: bool) -> str:
         """How ``deepstrata predict`` prints an answer: aligned lines, or JSON."""
         import json
@@ -173,11 +200,24 @@ class Family(ABC):
         """Metrics of the run's kept model on ``data`` (default: the run's own test split), saying which split."""
 
     def embed(self, run, texts, per_token: bool):
-        self.refuse(run, "embed")
+        """Text runs' per-token (or legacy list-of-texts) embedding; one vector per example is ``embed_source``."""
+        self.refuse(run, "embed --per-token")
 
     def embed_file(self, run, data, out, per_token: bool, column) -> str:
         """``embed`` of a file's texts, written to ``out``; the line ``deepstrata embed`` prints."""
-        self.refuse(run, "embed")
+        self.refuse(run, "embed --per-token")
+
+    def embed_source(self, run, data, layer: str, *, rows, column, data_dir, batch_size: int):
+        """An ``embeddings.EmbeddedRows``: one vector of ``layer`` per example of ``data`` (default: the run's own
+        source; or in-memory inputs), each with its id and label; ``layer`` is checked by
+        ``inspect.layer_vectors.check_layer`` (``features``: the vector the head classifies). ``rows`` picks
+        users or items (recommendation runs); ``column`` is a table's text column (text runs)."""
+        self.refuse(run, "embed and search")
+
+    def embed_query(self, run, query, layer: str, *, rows: str, batch_size: int):
+        """The vector ``[1, D]`` of one search query (an image file, a text, an item or user id), embedded as
+        ``embed_source`` embeds the index's rows."""
+        self.refuse(run, "embed and search")
 
     def recommend(self, run, user, k: int):
         self.refuse(run, "recommend, similar and update")
@@ -185,8 +225,15 @@ class Family(ABC):
     def similar(self, run, item, k: int):
         self.refuse(run, "recommend, similar and update")
 
-    def update(self, run, data, out, epochs, quiet):
+    def update(self, run, data, out, epochs, quiet, replay=None):
+        """Continue the run's kept model on new data into ``out`` (default: the run, replaced once done); the
+        new run's path. ``replay``: the share of the old training data mixed in (classification runs)."""
         self.refuse(run, "recommend, similar and update")
+
+    def export(self, run):
+        """An ``export.plan.ExportPlan``: a CPU wrapper module taking exactly what the export's contract says,
+        real batches of the run's data (two sizes) to verify the export on, and the family's contract part."""
+        self.refuse(run, "export")
 
     # --- inspect and features (deepstrata.inspect asks the family for its data and views) ---
     @abstractmethod

@@ -64,6 +64,7 @@ class InspectionResult:
     captions: dict[str, str] = field(default_factory=dict)
     tables: list[NeighbourTable] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    compactness: dict[str, Any] | None = None   # raw input vs embedding: inspect.compactness
     report_path: Path | None = None
     summary_path: Path | None = None
 
@@ -91,6 +92,7 @@ class InspectionResult:
             "settings": self.settings,
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
             "neighbours": [table.to_dict() for table in self.tables],
+            "compactness": self.compactness,
             "notes": self.notes,
         }
 
@@ -117,8 +119,20 @@ class InspectionResult:
             extra = f"raw input ({self.input_probe['dim']}-d) {self.input_probe['accuracy']:.3f}; " + extra
         lines.append(f"linear probes, held-out accuracy (fit {self.probe_split['fit']}, scored on "
                      f"{self.probe_split['score']}); {extra}")
+        if self.compactness:
+            lines.append(compactness_line(self.compactness))
         lines.append(f"data: {self.data}; inspected in {self.seconds.get('total', 0.0):.1f}s")
         return "\n".join(lines)
+
+
+def compactness_line(record: dict) -> str:
+    """One line: each representation's size, bytes and accuracies, and the compression ratio."""
+    parts = []
+    for r in record["representations"]:
+        accuracy = ("" if r["probe_accuracy"] is None else
+                    f", probe {r['probe_accuracy']:.3f}, 1-NN {r['nn_accuracy']:.3f}")
+        parts.append(f"{r['name']} {r['dim']}-d ({r['bytes_per_example']:,} B{accuracy})")
+    return f"compactness: {' vs '.join(parts)}; {record['compression']:g}x fewer dimensions"
 
 
 def _finite(value):
@@ -184,7 +198,7 @@ def inspect_run(
     clock = time.perf_counter()
     probe_settings = ProbeSettings(seed=seed)
     probes: list[ProbeResult] = []
-    input_probe = None
+    input_probe = compact = None
     chance = float("nan")
     split = {"fit": 0, "score": 0}
     if sample.probe:
@@ -196,6 +210,7 @@ def inspect_run(
             accuracy, _ = probe_accuracy(pixels, sample.labels, fit_idx, score_idx, probe_settings)
             input_probe = {"name": "raw input", "dim": int(pixels.shape[1]), "accuracy": round(accuracy, 6)}
         chance = chance_accuracy(sample.labels, probe_settings)
+        compact = _compactness(model, sample, fit_idx, score_idx, probe_settings, input_probe, batch_size)
     else:
         notes.append(f"no probes: the examples carry no class labels (maps are coloured by {sample.label_name})")
     seconds["probes"] = time.perf_counter() - clock
@@ -226,7 +241,7 @@ def inspect_run(
             "maximize": None,
             "device": f"{run.device} ({torch.get_num_threads()} torch threads)",
         },
-        seconds=seconds, notes=notes,
+        seconds=seconds, notes=notes, compactness=compact,
     )
 
     from deepstrata.inspect import report as inspect_report
@@ -256,6 +271,23 @@ def inspect_run(
         seconds["total"] = time.perf_counter() - started
         inspect_report.write_summary(result, out)
     return result
+
+
+def _compactness(model, sample, fit_idx, score_idx, settings: ProbeSettings, input_probe: dict | None,
+                 batch_size: int) -> dict:
+    """Raw input vs the default embedding (``features``) on the probes' own split (``inspect.compactness``)."""
+    from deepstrata.inspect.compactness import compactness
+    from deepstrata.inspect.layer_vectors import FEATURES, layer_vectors
+
+    embedding = layer_vectors(model, sample.inputs, FEATURES, mask=sample.mask, trim=sample.trim,
+                              batch_size=batch_size)
+    inputs = sample.inputs[0] if isinstance(sample.inputs, tuple) else sample.inputs
+    raw_dim = int(np.prod(inputs.shape[1:]))
+    vector_space = isinstance(inputs, torch.Tensor) and inputs.is_floating_point()
+    raw = inputs.reshape(len(inputs), -1).numpy() if vector_space else None
+    return compactness(raw, raw_dim, embedding, sample.labels, layer=FEATURES, fit_idx=fit_idx, score_idx=score_idx,
+                       settings=settings, raw_probe=input_probe["accuracy"] if input_probe else None,
+                       raw_name="raw input" if vector_space else "raw input (token ids)")
 
 
 def features(run, x, layer: str = "stage2", *, data_dir: str | None = None, batch_size: int = 256,

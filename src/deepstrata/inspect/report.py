@@ -197,6 +197,18 @@ def _probes(result) -> str:
     return figure_img(result.figures["probes"], "linear probe accuracy by depth") + table + caption
 
 
+def _compactness(result) -> str:
+    record = result.compactness
+    rows = [[r["name"], str(r["dim"]), f"{r['bytes_per_example']:,}",
+             "-" if r["probe_accuracy"] is None else _fmt(r["probe_accuracy"]),
+             "-" if r["nn_accuracy"] is None else _fmt(r["nn_accuracy"])] for r in record["representations"]]
+    table = _table(["representation", "dim", "bytes / example", "linear probe", "1-NN (cosine)"], rows)
+    return table + note_html(
+        f"The embedding ({record['layer']}: what `deepstrata embed` writes by default) has "
+        f"{record['compression']:g}x fewer dimensions than the raw input. Fitted on {record['split']['fit']} "
+        f"examples, scored on {record['split']['score']}; {record['text']}.")
+
+
 def _cka(result) -> str:
     return figure_img(result.figures["cka"], "linear CKA between layers") + note_html(
         f"Linear CKA (Kornblith et al., 2019) on {result.cka_samples} examples, {result.settings['cka']}. "
@@ -290,6 +302,10 @@ def render(result) -> str:
         section_html("Overview", _overview(result), "overview"),
         section_html("Linear probes by depth", _probes(result) if result.probes else note_html(
             "; ".join(n for n in result.notes if n.startswith("no probes")).capitalize() + "."), "probes"),
+    ]
+    if result.compactness:
+        sections.append(section_html("Compactness: raw input vs embedding", _compactness(result), "compactness"))
+    sections += [
         section_html("Similarity between layers (linear CKA)", _cka(result), "cka"),
         section_html("2-D projections of each layer", _projections(result), "projections"),
     ]

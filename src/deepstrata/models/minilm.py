@@ -181,12 +181,32 @@ class MiniLMClassifier(TextEncoderModel):
 
     @classmethod
     def pretrained(cls, num_classes: int, *, path: str | Path | None = None, freeze: bool = False,
-                   dropout: float = 0.1) -> "MiniLMClassifier":
-        """Build from the pretrained folder's config and load its encoder weights."""
+                   dropout: float = 0.1, weights: bool = True) -> "MiniLMClassifier":
+        """Build from the pretrained folder's config and load its encoder weights (``weights=False``: the same
+        architecture at BERT's random initialisation, for a from-scratch comparison)."""
         folder = pretrained_dir(path)
         model = cls(read_bert_config(folder), num_classes, freeze=freeze, dropout=dropout)
-        model.load_encoder(folder / "model.safetensors")
+        if weights:
+            model.load_encoder(folder / "model.safetensors")
+        else:
+            model.reset_layers([name for name in model.layer_names if name != "head"])
         return model
+
+    def reset_layers(self, names: list[str]) -> None:
+        """BERT's initialisation for the named layers: linear and embedding weights N(0, 0.02), biases 0,
+        LayerNorm 1 and 0 (a fresh layer of a transfer, or a MiniLM from scratch)."""
+        for name in names:
+            for module in self.layers[name].modules():
+                if isinstance(module, (nn.Linear, nn.Embedding)):
+                    nn.init.normal_(module.weight, std=0.02)
+                    if isinstance(module, nn.Linear):
+                        nn.init.zeros_(module.bias)
+                    elif module.padding_idx is not None:
+                        with torch.no_grad():
+                            module.weight[module.padding_idx].zero_()
+                elif isinstance(module, nn.LayerNorm):
+                    nn.init.ones_(module.weight)
+                    nn.init.zeros_(module.bias)
 
     def load_encoder(self, path: Path) -> None:
         """Load BERT weights by name (``embeddings.*`` → ``embed``, ``encoder.layer.i.*`` → ``block{i+1}``)."""

@@ -10,6 +10,8 @@ from deepstrata.families.image import fit as image_fit
 from deepstrata.model_names import IMAGE_MODELS
 
 MODELS = IMAGE_MODELS
+# Pixels an image sent to ``deepstrata serve`` may have: a few kilobytes of PNG can declare gigapixels.
+MAX_DECODE_PIXELS = 50_000_000
 
 
 class ImageFamily(Family):
@@ -74,6 +76,43 @@ class ImageFamily(Family):
             raise DeepstrataError("predict: give image files or folders")
         return paths
 
+    serve_inputs = "images"
+
+    def decode_input(self, run, raw, name: str):
+        """Image bytes as ``predict`` decodes a file: uint8 ``[C, H, W]``, gray or RGB as the model takes."""
+        import torch
+
+        from deepstrata.data.image_files import decode_image, describe_error, probe_image
+        from deepstrata.errors import DataError
+        from deepstrata.families.image.verbs import run_preprocess
+
+        probed = probe_image(raw)
+        if isinstance(probed, str):  # Pillow names the in-memory file object: a name the sender never saw
+            raise DataError(f"{name}: unreadable image ({probed.split(' <_io.')[0]})")
+        if probed[1][0] * probed[1][1] > MAX_DECODE_PIXELS:
+            raise DataError(f"{name}: {probed[1][0]}x{probed[1][1]} pixels, more than the {MAX_DECODE_PIXELS:,} "
+                            "an image may have to be decoded")
+        channels, height, width = run.info["spec"]["in_shape"]
+        try:
+            pixels = decode_image(raw, channels, (height, width), run_preprocess(run))
+        except Exception as exc:  # any decoder failure is a bad image, reported by name
+            raise DataError(f"{name}: unreadable image ({describe_error(exc)})") from None
+        return torch.tensor(pixels).permute(2, 0, 1).contiguous()  # a copy: Pillow's array is read-only
+
+    def predict_decoded(self, run, decoded: list, names: list[str]) -> list:
+        import torch
+
+        from deepstrata.families.image.verbs import logits
+        from deepstrata.families.prediction import Prediction
+
+        best, index = torch.softmax(logits(run, torch.stack(decoded)), dim=1).max(dim=1)
+        return [Prediction(n, run.classes[i], float(p)) for n, i, p in zip(names, index.tolist(), best.tolist())]
+
+    def embed_decoded(self, run, decoded: list):
+        import torch
+
+        return run.embed(torch.stack(decoded))
+
     def render_predictions(self, predictions: list, as_json: bool) -> str:
         import json
 
@@ -81,6 +120,23 @@ class ImageFamily(Family):
             return json.dumps([p.to_dict() for p in predictions], indent=2)
         width = max(len(p.path) for p in predictions)
         return "\n".join(f"{p.path:<{width}}  {p.label}  {p.probability:.4f}" for p in predictions)
+
+    def update(self, run, data, out, epochs, quiet, replay=None):
+        from deepstrata.families.image.update import update_run
+        from deepstrata.families.updating import options
+
+        path, _ = update_run(run, options(data, out, epochs, replay, quiet))
+        return path
+
+    def curve_scratch(self, options: dict, spec: dict):
+        from deepstrata.families.image.transfer import curve_scratch
+
+        return curve_scratch(options, spec)
+
+    def export(self, run):
+        from deepstrata.families.image.export import export_plan
+
+        return export_plan(run)
 
     def evaluate(self, run, data, data_dir):
         from deepstrata.families.image.verbs import evaluate
@@ -97,6 +153,16 @@ class ImageFamily(Family):
         from deepstrata.families.image.inspect import image_views
 
         image_views(result, model, sample, names, maximize=maximize, seed=seed, batch_size=batch_size)
+
+    def embed_source(self, run, data, layer: str, *, rows, column, data_dir, batch_size: int):
+        from deepstrata.families.image.embed import embed_source
+
+        return embed_source(run, data, layer, rows=rows, column=column, data_dir=data_dir, batch_size=batch_size)
+
+    def embed_query(self, run, query, layer: str, *, rows: str, batch_size: int):
+        from deepstrata.families.image.embed import embed_query
+
+        return embed_query(run, query, layer, rows=rows, batch_size=batch_size)
 
     def features(self, run, x, layer: str, *, data_dir, batch_size: int):
         from deepstrata.families.image.inspect import features

@@ -210,3 +210,12 @@ def record(source: Source, mode: str, reused: list[str], fresh: list[str], adapt
     return {"from": source.name, "kind": source.kind, "family": source.family, "mode": mode, "reused": reused,
             "fresh": fresh, "input": list(source.in_shape), "adapter": adapter,
             "source_classes": source.classes}
+
+
+def curve_scratch(options: dict, spec: dict) -> tuple[str, dict, None]:
+    """The learning curve's "scratch" fit for an image transfer (``Family.curve_scratch``): the source's
+    architecture (its width and depth kept) randomly initialised, the transfer's own options (layers, mode)
+    dropped and the data read at its own size — the source's input size is a transfer's adapter, not a choice
+    of its own; every baseline counts."""
+    kept = {k: v for k, v in options.items() if k not in ("mode", "up_to", "arch", "image_size", "width", "depth")}
+    return spec["family"], {**kept, "width": spec.get("width"), "depth": spec.get("depth")}, None

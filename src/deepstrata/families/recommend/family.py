@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from deepstrata.errors import ConfigError
 from deepstrata.families.base import Built, Family, FitContext, Prepared
 from deepstrata.model_names import RECOMMEND_MODELS
 
@@ -71,6 +72,11 @@ class RecommendFamily(Family):
         return report_sections(prepared)
 
     # --- a finished run (families.recommend.serve, .update) -----------------------------
+    def export(self, run):
+        from deepstrata.families.recommend.export import export_plan
+
+        return export_plan(run)
+
     def evaluate(self, run, data, data_dir):
         from deepstrata.families.recommend.serve import evaluate_recommender
 
@@ -86,8 +92,12 @@ class RecommendFamily(Family):
 
         return similar(run, item, k)
 
-    def update(self, run, data, out, epochs, quiet):
+    def update(self, run, data, out, epochs, quiet, replay=None):
         from deepstrata.families.recommend.update import update_run
+
+        if replay is not None:
+            raise ConfigError(f"--replay: {run.path} is {run.kind}, whose update keeps every old interaction; "
+                              "replay is for image and text runs")
 
         path, _ = update_run(run, data, out=out, epochs=epochs, quiet=quiet)
         return path
@@ -102,6 +112,16 @@ class RecommendFamily(Family):
         from deepstrata.families.recommend.inspect import item_views
 
         item_views(result, model, control, sample, seed=seed)
+
+    def embed_source(self, run, data, layer: str, *, rows, column, data_dir, batch_size: int):
+        from deepstrata.families.recommend.embed import embed_source
+
+        return embed_source(run, data, layer, rows=rows, column=column, data_dir=data_dir, batch_size=batch_size)
+
+    def embed_query(self, run, query, layer: str, *, rows: str, batch_size: int):
+        from deepstrata.families.recommend.embed import embed_query
+
+        return embed_query(run, query, layer, rows=rows, batch_size=batch_size)
 
     def features(self, run, x, layer: str, *, data_dir, batch_size: int):
         """A user layer for users (``x`` ids, or the run's source for every user); ``item_embedding`` is the

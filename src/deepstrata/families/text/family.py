@@ -98,6 +98,53 @@ class TextFamily(Family):
 
         return predict_texts(run, inputs)
 
+    serve_inputs = "texts"
+
+    def decode_input(self, run, raw, name: str):
+        """A text and its token ids (the run's tokenizer, read once per ``Run``), as ``predict`` tokenizes it."""
+        from deepstrata.errors import DataError
+        from deepstrata.families.text.verbs import run_tokenizer
+
+        if not isinstance(raw, str):
+            raise DataError(f"{name}: expected a string, got {type(raw).__name__}")
+        if getattr(run, "_tokenizer", None) is None:
+            run._tokenizer = run_tokenizer(run)
+        return raw, run._tokenizer.encode([raw]).ids[0]
+
+    def predict_decoded(self, run, decoded: list, names: list[str]) -> list:
+        import torch
+
+        from deepstrata.families.text.tasks import predict_logits
+        from deepstrata.families.text.verbs import TextPrediction
+
+        probs = torch.softmax(predict_logits(run.model, [ids for _, ids in decoded], run.device), dim=1)
+        classes = run.classes
+        out = []
+        for (text, _), row in zip(decoded, probs.tolist()):
+            best = max(range(len(row)), key=row.__getitem__)
+            out.append(TextPrediction(text, classes[best], row[best], dict(zip(classes, row))))
+        return out
+
+    def embed_decoded(self, run, decoded: list):
+        return run.embed([text for text, _ in decoded])
+
+    def update(self, run, data, out, epochs, quiet, replay=None):
+        from deepstrata.families.text.update import update_run
+        from deepstrata.families.updating import options
+
+        path, _ = update_run(run, options(data, out, epochs, replay, quiet))
+        return path
+
+    def curve_scratch(self, options: dict, spec: dict):
+        from deepstrata.families.text.transfer import curve_scratch
+
+        return curve_scratch(options, spec)
+
+    def export(self, run):
+        from deepstrata.families.text.export import export_plan
+
+        return export_plan(run)
+
     def evaluate(self, run, data, data_dir):
         from deepstrata.families.text.verbs import evaluate_text
 
@@ -144,6 +191,16 @@ class TextFamily(Family):
         from deepstrata.families.text.verbs import embed_texts
 
         return embed_texts(run, texts, per_token)
+
+    def embed_source(self, run, data, layer: str, *, rows, column, data_dir, batch_size: int):
+        from deepstrata.families.text.embed import embed_source
+
+        return embed_source(run, data, layer, rows=rows, column=column, data_dir=data_dir, batch_size=batch_size)
+
+    def embed_query(self, run, query, layer: str, *, rows: str, batch_size: int):
+        from deepstrata.families.text.embed import embed_query
+
+        return embed_query(run, query, layer, rows=rows, batch_size=batch_size)
 
     def inspect_sample(self, run, data, *, samples: int, seed: int, data_dir):
         from deepstrata.families.text.inspect import load_text_sample

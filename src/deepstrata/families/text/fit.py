@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,6 +19,7 @@ from torch import nn
 
 from deepstrata.config import RunConfig, per_world
 from deepstrata.data.text import TextDataset, TextSplits, load_text, split_text
+from deepstrata.data.text_split import limit_text_labels
 from deepstrata.data.tokenizer import TextTokenizer
 from deepstrata.engine import distributed
 from deepstrata.errors import ConfigError
@@ -41,7 +43,14 @@ def check_config(cfg: RunConfig) -> None:
 
 
 def read(cfg: RunConfig, data) -> Prepared:
-    """The texts read and split; ``Prepared.cfg`` records the columns and format reading found."""
+    """The texts read and split (few labels per class if asked); ``Prepared.cfg`` records the columns and
+    format reading found, and a transfer's architecture and per-layer schedule."""
+    plan = None
+    if cfg.transfer.source is not None:  # the source is opened first: a bad --from is refused before reading
+        from deepstrata.families.text import transfer
+
+        source = transfer.open_source(cfg.transfer.source, pretrained_path=cfg.text.pretrained_path)
+        plan = TransferPlan(source, transfer.reused_layers(source, cfg.transfer.up_to))
     if isinstance(data, TextDataset):
         dataset = data
     else:
@@ -51,19 +60,42 @@ def read(cfg: RunConfig, data) -> Prepared:
                              "format": dataset.format or None})
     splits = split_text(dataset, seed=cfg.train.seed, val_fraction=cfg.data.val_fraction,
                         test_fraction=cfg.data.test_fraction)
+    if cfg.data.labels_per_class is not None:
+        splits = limit_text_labels(splits, cfg.data.labels_per_class, cfg.train.seed)
+    if plan is not None:
+        cfg = _transferred_config(cfg, plan, len(splits.train_y))
     return Prepared(source=cfg.data.source, train_size=len(splits.train_y),
-                    guarded_paths=(dataset.source, cfg.data.source), own=(dataset, splits), cfg=cfg)
+                    guarded_paths=(dataset.source, cfg.data.source), own=(dataset, splits, plan), cfg=cfg)
+
+
+@dataclass
+class TransferPlan:
+    source: object       # transfer.Source
+    reused: list
+
+
+def _transferred_config(cfg: RunConfig, plan: TransferPlan, train_size: int) -> RunConfig:
+    """The run's config says what it is: the source's architecture and shape, and the mode as the loop's
+    per-layer controls (``engine.layer_schedule``), resolved into config.yaml so that a resume trains the same."""
+    from deepstrata.config import resolved_train
+    from deepstrata.engine.layer_schedule import transfer_schedule
+    from deepstrata.families.text.transfer import shape_overrides
+
+    source = plan.source
+    cfg = cfg.override(model={"name": source.family}, text=shape_overrides(source, cfg.text.max_length))
+    epochs = resolved_train(cfg.train, train_size).epochs
+    return cfg.override(train=transfer_schedule(source.layer_names, plan.reused, cfg.transfer.mode, epochs))
 
 
 def describe(cfg: RunConfig, prepared: Prepared, load_seconds: float) -> list[str]:
-    dataset, splits = prepared.own
+    dataset, splits, _ = prepared.own
     columns = (f"text column {cfg.text.text_column!r}, label column {cfg.text.label_column!r}"
                if cfg.text.text_column else "labels from " + ("folder names" if dataset.format == "folder"
                                                              else "__label__ prefixes"))
     return [f"data: {dataset.source} ({dataset.format}; {columns}) — {len(splits.classes)} classes; split train "
             f"{len(splits.train_y)} / val {len(splits.val_y)} / test {len(splits.test_y)}"
             f"{' (official test split)' if splits.test_is_official else ''}; loaded in {load_seconds:.1f}s",
-            *(f"note: {note}" for note in dataset.notes)]
+            *(f"note: {note}" for note in dataset.notes + splits.notes)]
 
 
 def check_world(cfg: RunConfig, world_size: int) -> None:
@@ -73,8 +105,10 @@ def check_world(cfg: RunConfig, world_size: int) -> None:
         raise batch_size_error(global_batch, world_size)
 
 
-def make_tokenizer(cfg: RunConfig, texts: list[str], run_dir: Path, resume: bool) -> tuple[TextTokenizer, float]:
-    """The run's tokenizer, saved to the run directory by rank 0.
+def make_tokenizer(cfg: RunConfig, texts: list[str], run_dir: Path, resume: bool,
+                   plan: TransferPlan | None = None) -> tuple[TextTokenizer, float]:
+    """The run's tokenizer, saved to the run directory by rank 0: a transfer's source's, MiniLM's, or BPE
+    learned from the training texts.
 
     Under several processes rank 0 alone learns (or, resuming, reads) the BPE tokenizer and
     sends it to the others, so every process encodes with the very same vocabulary.
@@ -82,23 +116,28 @@ def make_tokenizer(cfg: RunConfig, texts: list[str], run_dir: Path, resume: bool
     start = time.perf_counter()
     saved = run_dir / TOKENIZER_FILE
     main = distributed.current().is_main
-    if cfg.model.name == "minilm":
+    truncate = cfg.text.truncate
+    if plan is not None:
+        tokenizer = TextTokenizer.from_file(plan.source.tokenizer, cfg.text.max_length, plan.source.tokenizer_kind,
+                                            truncate)
+    elif cfg.model.name == "minilm":
         from deepstrata.models.minilm import pretrained_dir
 
         tokenizer = TextTokenizer.from_file(pretrained_dir(cfg.text.pretrained_path) / TOKENIZER_FILE,
-                                            cfg.text.max_length, "wordpiece")
+                                            cfg.text.max_length, "wordpiece", truncate)
     else:
         tokenizer = None
         if main:
             if resume and saved.is_file():
-                tokenizer = TextTokenizer.from_file(saved, cfg.text.max_length, "bpe")
+                tokenizer = TextTokenizer.from_file(saved, cfg.text.max_length, "bpe", truncate)
             else:
-                tokenizer = TextTokenizer.train_bpe(texts, cfg.text.vocab_size, cfg.text.max_length)
+                tokenizer = TextTokenizer.train_bpe(texts, cfg.text.vocab_size, cfg.text.max_length,
+                                                    truncate=truncate)
         shared = distributed.broadcast_object(tokenizer.tokenizer.to_str() if main else None)
         if not main:
             import tokenizers
 
-            tokenizer = TextTokenizer(tokenizers.Tokenizer.from_str(shared), cfg.text.max_length, "bpe")
+            tokenizer = TextTokenizer(tokenizers.Tokenizer.from_str(shared), cfg.text.max_length, "bpe", truncate)
     if main and not (resume and saved.is_file()):  # a resume keeps the run's file as it is
         tokenizer.save(saved)
     return tokenizer, time.perf_counter() - start
@@ -110,7 +149,7 @@ def build_model(cfg: RunConfig, vocab_size: int, num_classes: int, pad_id: int) 
         from deepstrata.models.minilm import MiniLMClassifier
 
         return MiniLMClassifier.pretrained(num_classes, path=cfg.text.pretrained_path, freeze=cfg.text.freeze,
-                                           dropout=cfg.text.dropout)
+                                           dropout=cfg.text.dropout, weights=cfg.text.init == "pretrained")
     from deepstrata.models.transformer import TransformerClassifier
 
     t = cfg.text
@@ -121,22 +160,32 @@ def build_model(cfg: RunConfig, vocab_size: int, num_classes: int, pad_id: int) 
 
 def build(cfg: RunConfig, prepared: Prepared, fit: FitContext) -> Built:
     """Tokenizer, encoded splits, model and loop ``Task``; ``Built.own`` keeps what scoring needs."""
-    dataset, splits = prepared.own
+    dataset, splits, plan = prepared.own
     quiet, device = fit.quiet, fit.device
-    tokenizer, tokenizer_seconds = make_tokenizer(cfg, splits.train_texts, fit.run_dir, fit.resuming)
+    tokenizer, tokenizer_seconds = make_tokenizer(cfg, splits.train_texts, fit.run_dir, fit.resuming, plan)
     encoded = {name: tokenizer.encode(texts) for name, texts in
                (("train", splits.train_texts), ("val", splits.val_texts), ("test", splits.test_texts))}
     truncated = {name: enc.truncated for name, enc in encoded.items()}
     mean_tokens = {name: round(float(enc.lengths.mean()), 1) for name, enc in encoded.items()}
     _say(quiet, f"tokenizer: {tokenizer.kind}, {tokenizer.vocab_size:,} tokens"
                 f"{' (learned from the training split)' if tokenizer.kind == 'bpe' else ''} in {tokenizer_seconds:.1f}s; "
-                f"mean tokens per text {mean_tokens['train']}; truncated to {cfg.text.max_length}: "
+                f"mean tokens per text {mean_tokens['train']}; truncated to {cfg.text.max_length} "
+                f"({cfg.text.truncate}): "
                 f"{truncated['train']} train / {truncated['val']} val / {truncated['test']} test texts")
 
-    net = build_model(cfg, tokenizer.vocab_size, len(splits.classes), tokenizer.pad_id)
+    if plan is not None:
+        from deepstrata.families.text import transfer
+
+        torch.manual_seed(cfg.train.seed)
+        net = transfer.build(plan.source, len(splits.classes), plan.reused, cfg.text.dropout)
+        frozen = transfer.features_once(cfg.transfer.mode, plan.reused, net.layer_names)
+        held = set(cfg.train.frozen)
+        trained = sum(p.numel() for name, layer in net.layers.items() if name not in held for p in layer.parameters())
+    else:
+        net = build_model(cfg, tokenizer.vocab_size, len(splits.classes), tokenizer.pad_id)
+        frozen = cfg.model.name == "minilm" and cfg.text.freeze
+        trained = sum(p.numel() for p in net.parameters() if p.requires_grad)
     params = sum(p.numel() for p in net.parameters())
-    trained = sum(p.numel() for p in net.parameters() if p.requires_grad)
-    frozen = cfg.model.name == "minilm" and cfg.text.freeze
     feature_seconds = 0.0
     if frozen:
         t0 = time.perf_counter()
@@ -159,15 +208,24 @@ def build(cfg: RunConfig, prepared: Prepared, fit: FitContext) -> Built:
         "tokenizer": TOKENIZER_FILE, "tokenizer_kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size,
         "max_length": cfg.text.max_length, "text_column": cfg.text.text_column,
         "label_column": cfg.text.label_column, "encoding": cfg.text.encoding, "truncated": truncated,
+        "truncate": cfg.text.truncate,
         "mean_tokens": mean_tokens, "frozen_encoder": frozen,
     }
     info = {
         "task": TASK, "spec": net.spec, "classes": splits.classes, "layers": net.layer_names,
         "feature_dim": net.feature_dim, "params": params, "trained_params": trained,
-        "data": {"source": dataset.source, "format": dataset.format, "notes": dataset.notes},
+        "data": {"source": dataset.source, "format": dataset.format, "notes": dataset.notes + splits.notes},
         "text": text_info,
     }
-    line = (f"model: {cfg.model.name} ({params:,} parameters, {trained:,} trained; layers "
+    name = cfg.model.name
+    if plan is not None:
+        fresh = [layer for layer in net.layer_names if layer not in plan.reused]
+        info["transfer"] = transfer.record(plan.source, cfg.transfer.mode, plan.reused, fresh, cfg.text.truncate)
+        name = (f"{cfg.model.name} from {plan.source.describe()} ({cfg.transfer.mode}: reused "
+                f"{', '.join(plan.reused)}; fresh {', '.join(fresh)}"
+                + ("; frozen layers in eval mode, dropout off; features computed once" if frozen else
+                   "; frozen layers in eval mode, dropout off" if cfg.train.frozen else "") + ")")
+    line = (f"model: {name} ({params:,} parameters, {trained:,} trained; layers "
             f"{', '.join(net.layer_names)}) on {device}")
     return Built(net=net, task=task, info=info, model_line=line, description=cfg.model.name,
                  own={"encoded": encoded, "truncated": truncated, "frozen": frozen, "params": params,
@@ -186,7 +244,7 @@ def score(cfg: RunConfig, prepared: Prepared, built: Built, result, fit: FitCont
     from deepstrata.families.classification import write_confusion
     from deepstrata.metrics import classification_metrics
 
-    _, splits = prepared.own
+    _, splits, _ = prepared.own
     own, net = built.own, built.net
     encoded, frozen = own["encoded"], own["frozen"]
     t0 = time.perf_counter()
@@ -228,7 +286,7 @@ def baselines(cfg: RunConfig, prepared: Prepared, fit: FitContext) -> tuple[list
     """The TF-IDF row and the frozen-MiniLM row, and what was skipped (``comparison.json``'s ``skipped``)."""
     from deepstrata.baselines.text_features import run_text_baseline
 
-    _, splits = prepared.own
+    _, splits, _ = prepared.own
     quiet = fit.quiet
     _say(quiet, "baseline: TF-IDF word 1-2 grams (sublinear tf) → logistic regression, C chosen on val")
     rows = [run_text_baseline(splits.train_texts, splits.train_y, splits.val_texts, splits.val_y,
@@ -257,7 +315,7 @@ def minilm_baseline(rows: list[dict], splits: TextSplits, cfg: RunConfig, device
 
 
 def comparison(cfg: RunConfig, prepared: Prepared, rows: list[dict]) -> dict:
-    _, splits = prepared.own
+    _, splits, _ = prepared.own
     split = {"train": len(splits.train_y), "val": len(splits.val_y), "test": len(splits.test_y),
              "test_is_official": splits.test_is_official, "seed": cfg.train.seed}
     return {"task": TASK, "data": cfg.data.source, "split": split, "primary_metric": "accuracy", "rows": rows}
@@ -286,5 +344,5 @@ def report_html(dataset: TextDataset, splits: TextSplits, info: dict, row: dict)
 
 
 def report_sections(prepared: Prepared, built: Built, rows: list[dict]) -> list[tuple[str, str]]:
-    dataset, splits = prepared.own
+    dataset, splits, _ = prepared.own
     return [("Text data and tokenizer", report_html(dataset, splits, built.info["text"], rows[0]))]

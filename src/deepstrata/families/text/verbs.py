@@ -116,7 +116,9 @@ def run_tokenizer(run) -> TextTokenizer:
     path = run.path / info["tokenizer"]
     runfiles.read_json(path)  # syntax and type first, so a damaged file is named as one
     try:
-        tokenizer = TextTokenizer.from_file(path, info["max_length"], info.get("tokenizer_kind", "bpe"))
+        # a run's truncation (head, or head+tail) is part of what its model saw: every verb repeats it
+        tokenizer = TextTokenizer.from_file(path, info["max_length"], info.get("tokenizer_kind", "bpe"),
+                                            info.get("truncate", "head"))
     except RunError as err:
         raise runfiles.rewrap(err, path) from None
     expected = info.get("vocab_size")
