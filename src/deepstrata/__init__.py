@@ -34,6 +34,7 @@ _LAZY = {
     "load_config": "deepstrata.config",
     "Run": "deepstrata.run",
     "load": "deepstrata.run",
+    "runs": "deepstrata.runs_table",
 }
 _LAZY_MODULES = ("data",)  # ds.data.text_table …
 
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from deepstrata.config import DataConfig, ModelConfig, RunConfig, TrainConfig, load_config  # noqa: F401
     from deepstrata.errors import ConfigError, DataError, DeepstrataError, RunError  # noqa: F401
     from deepstrata.run import Run, load  # noqa: F401
+    from deepstrata.runs_table import runs  # noqa: F401
 
 
 def __getattr__(name: str):

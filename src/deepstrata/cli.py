@@ -21,6 +21,7 @@ from deepstrata import __version__, cli_embed, cli_inspect, cli_recommend, cli_t
 from deepstrata import cli_shard
 from deepstrata import cli_export
 from deepstrata import cli_serve
+from deepstrata import cli_runs
 from deepstrata.cli_args import (IMAGE_FORMATS, POSITIVE_COUNT, Parser, for_verb, in_flag_names, misapplied, number,
                                  os_error_line, task_only, verb_parser)
 from deepstrata.config import CROPS, DEVICES, LR_SCALINGS, PRECISIONS, SCHEDULES, TRANSFER_MODES
@@ -131,6 +132,8 @@ def _add_fit(sub: argparse._SubParsersAction, verb: str = "fit") -> None:
                    help="keep the whole data set on the accelerator and augment there (small data sets)")
     p.add_argument("--checkpoint-every", type=number("train.checkpoint_every"), metavar="STEPS",
                    help="also checkpoint every STEPS steps (default 0: each epoch)")
+    p.add_argument("--tensorboard", action="store_true", default=None, help="also write TensorBoard event files "
+                   "to RUN/tensorboard/ (the [tracking] extra; view with: tensorboard --logdir runs/)")
     p.add_argument("--config", metavar="RUN.YAML", help="a YAML config (sections data, model, train); flags override it")
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/<data>-<model>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -199,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_shard.add_parsers(sub)
     cli_export.add_parsers(sub)
     cli_serve.add_parsers(sub)
+    cli_runs.add_parsers(sub)
     return parser
 
 
@@ -296,6 +300,7 @@ VERBS.update(cli_inspect.VERBS)
 VERBS.update(cli_shard.VERBS)
 VERBS.update(cli_export.VERBS)
 VERBS.update(cli_serve.VERBS)
+VERBS.update(cli_runs.VERBS)
 
 
 def main(argv: list[str] | None = None) -> int:

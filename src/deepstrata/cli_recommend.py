@@ -121,16 +121,7 @@ def update(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(record, indent=2))
         return 0
-    if "new_events" in record:  # a recommender's record
-        print(f"added {record['new_events']} events ({record['new_users']} new users, {record['new_items']} new "
-              f"items) in {record['seconds']:.1f}s, {record['epochs']} epochs")
-        for when in ("before", "after"):
-            metrics = "  ".join(f"{k}={v:.4f}" for k, v in record[when].items())
-            print(f"{when:>6}: {metrics}")
-    else:
-        from deepstrata.families.updating import summary_lines
-
-        print("\n".join(summary_lines(record)))
+    print("\n".join(updated.update_summary(record)))
     print(f"run directory: {path}", file=sys.stdout)
     return 0
 

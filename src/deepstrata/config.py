@@ -188,6 +188,7 @@ class TrainConfig:
     frozen: list[str] = field(default_factory=list)
     unfreeze_at: dict[str, int] = field(default_factory=dict)
     layer_lr_scale: dict[str, float] = field(default_factory=dict)
+    tensorboard: bool = False
 
     def __post_init__(self) -> None:
         check_numbers(self, "train")
@@ -201,7 +202,7 @@ class TrainConfig:
         _check_choice("train.lr_scaling", self.lr_scaling, LR_SCALINGS)
         if not isinstance(self.batch_per_device, bool):
             raise ConfigError(f"train.batch_per_device: got {self.batch_per_device!r}, expected true or false")
-        for key in ("augment", "channels_last", "compile", "data_on_device", "lookahead", "tta"):
+        for key in ("augment", "channels_last", "compile", "data_on_device", "lookahead", "tta", "tensorboard"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"train.{key}: got {getattr(self, key)!r}, expected true or false")
         # Private copies, so a caller's dict or list changed later cannot change the config.

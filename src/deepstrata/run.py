@@ -150,6 +150,10 @@ class Run:
         """
         return Run(self.family.update(self, data, out, epochs, quiet, replay=replay), device=str(self.device))
 
+    def update_summary(self, record: dict | None = None) -> list[str]:
+        """The lines ``deepstrata update`` prints for an update ``record`` (default: this run's last one)."""
+        return self.family.update_summary(record if record is not None else self.info["updates"][-1])
+
     def embed(self, data=None, layer: str | None = None, *, per_token: bool = False, rows: str | None = None,
               text_column: str | None = None, data_dir: str | None = None, batch_size: int = 256):
         """One vector per example of ``data`` at ``layer``: an ``Embeddings`` (vectors, ids, labels, layer).

@@ -168,3 +168,14 @@ def test_max_batch_one_runs_each_request_alone(image_run):
     assert all(a.status_code == 200 for a in answers)
     assert served.fastapi.state.batchers["predict"].stats.record_dict() == {"forward_passes": 4, "items": 4,
                                                                            "largest_batch": 1}
+
+
+def test_a_photo_sized_upload_is_decoded_off_the_loop_and_resized_as_predict_does(client, image_run, tmp_path):
+    from deepstrata.serve.application import INLINE_DECODE_BYTES
+
+    noise = np.random.default_rng(0).integers(0, 256, (200, 150, 3), dtype=np.uint8)
+    photo = png(noise)
+    assert len(photo) > INLINE_DECODE_BYTES
+    want = image_run.predict(write_files(tmp_path, [photo]))[0]
+    got = client.post("/predict", files=[("file", ("photo.png", photo, "image/png"))]).json()["predictions"][0]
+    assert got["label"] == want.label and abs(got["probability"] - want.probability) <= TOLERANCE

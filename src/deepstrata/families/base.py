@@ -230,6 +230,12 @@ class Family(ABC):
         new run's path. ``replay``: the share of the old training data mixed in (classification runs)."""
         self.refuse(run, "recommend, similar and update")
 
+    def update_summary(self, record: dict) -> list[str]:
+        """What ``deepstrata update`` prints for the record an ``update`` left in model.json's ``updates``."""
+        from deepstrata.families.updating import summary_lines
+
+        return summary_lines(record)
+
     def export(self, run):
         """An ``export.plan.ExportPlan``: a CPU wrapper module taking exactly what the export's contract says,
         real batches of the run's data (two sizes) to verify the export on, and the family's contract part."""

@@ -32,6 +32,7 @@ from deepstrata.serve.inputs import (EmbedIdsBody, RecommendBody, SimilarBody, o
 from deepstrata.serve.settings import MAX_ITEMS, MAX_TEXT_CHARS, ServeSettings
 
 log = logging.getLogger("deepstrata.serve")
+INLINE_DECODE_BYTES = 4096  # decoded on the event loop up to this size (4 KiB inflate to a few MB at most)
 
 
 def build_app(run, settings: ServeSettings | None = None):
@@ -72,7 +73,13 @@ def build_app(run, settings: ServeSettings | None = None):
         batcher.announce()
         try:
             raws, names = await read_inputs(request, kind)
-            items = await run_in_threadpool(lambda: [family.decode_input(run, r, n) for r, n in zip(raws, names)])
+
+            def decode() -> list:
+                return [family.decode_input(run, raw, name) for raw, name in zip(raws, names)]
+
+            # a thread hop costs more than decoding a thumbnail or a sentence; a photo would stall the loop
+            small = sum(len(raw) for raw in raws) <= INLINE_DECODE_BYTES
+            items = decode() if small else await run_in_threadpool(decode)
         finally:
             batcher.withdraw()
         return await batcher.submit(items, names)
@@ -89,13 +96,13 @@ def build_app(run, settings: ServeSettings | None = None):
         @app.post("/predict", summary=f"label {kind}: the same answers as `deepstrata predict`, in input order",
                   openapi_extra=openapi_body(kind))
         async def predict(request: Request):
-            return {"predictions": await answer(request, batchers["predict"])}
+            return JSONResponse({"predictions": await answer(request, batchers["predict"])})
 
         @app.post("/embed", summary=f"one vector per input at the layer the head classifies ({kind})",
                   openapi_extra=openapi_body(kind))
         async def embed(request: Request):
             vectors = await answer(request, batchers["embed"])
-            return {"layer": "features", "dim": len(vectors[0]), "vectors": vectors}
+            return JSONResponse({"layer": "features", "dim": len(vectors[0]), "vectors": vectors})
 
     if recommends:
         @app.post("/recommend", summary="top-k unseen items for a user; unknown users get popular items "

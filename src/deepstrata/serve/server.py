@@ -84,7 +84,8 @@ def serve(settings: ServeSettings, *, say=print) -> int:
         config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
                                 timeout_graceful_shutdown=30, access_log=False)
         server = uvicorn.Server(config)
-        say(f"serving {settings.run} on http://{scheme_host}:{sock.getsockname()[1]} ({threads} torch threads, "
+        port, plural = sock.getsockname()[1], "s" if threads > 1 else ""
+        say(f"serving {settings.run} on http://{scheme_host}:{port} ({threads} torch thread{plural}, "
             f"max batch {settings.max_batch}, max wait {settings.max_wait_ms:g} ms"
             f"{', API key required' if settings.api_key else ''}); Ctrl-C or SIGTERM stops it", flush=True)
         with stops_cleanly():

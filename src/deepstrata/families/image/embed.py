@@ -63,9 +63,9 @@ def _folder(run, root: Path, layer: str, batch_size: int) -> EmbeddedRows:
 
 
 def _shards(run, source: str, layer: str, batch_size: int) -> EmbeddedRows:
-    from deepstrata.families.image.inspect import _open_run_shards
+    from deepstrata.families.image.inspect import open_run_shards
 
-    shards = _open_run_shards(run, source)
+    shards = open_run_shards(run, source)
     parts, ids, labels = [], [], []
     for name in ("train", "val", "test"):
         seen = 0

@@ -39,7 +39,7 @@ def _image_source(run, data: str | None, data_dir: str | None):
     return source, same, dataset, (channels, height, width), _match_shape
 
 
-def _open_run_shards(run, source: str):
+def open_run_shards(run, source: str):
     """A shard directory opened and checked against the model's input shape."""
     from deepstrata.data.shards import open_shards
 
@@ -53,7 +53,7 @@ def _open_run_shards(run, source: str):
 
 def load_shard_sample(run, source: str, *, samples: int, seed: int) -> InspectData:
     """Up to ``samples`` images drawn from a shard directory's validation and test splits (read by id, not whole)."""
-    shards = _open_run_shards(run, source)
+    shards = open_run_shards(run, source)
     parts = [shards.splits[name] for name in ("val", "test")]
     pool = sum(part.count for part in parts)
     if pool < 4:
@@ -79,7 +79,7 @@ def load_shard_sample(run, source: str, *, samples: int, seed: int) -> InspectDa
 
 def shard_image_chunks(run, source: str, size: int = 4096) -> Iterator[torch.Tensor]:
     """Every image of a shard directory (train, then val, then test split) as uint8 chunks of at most ``size``."""
-    shards = _open_run_shards(run, source)
+    shards = open_run_shards(run, source)
     for name in ("train", "val", "test"):
         for images, _ in shards.splits[name].chunks(size):
             yield torch.from_numpy(np.ascontiguousarray(images))

@@ -102,6 +102,14 @@ class RecommendFamily(Family):
         path, _ = update_run(run, data, out=out, epochs=epochs, quiet=quiet)
         return path
 
+    def update_summary(self, record: dict) -> list[str]:
+        lines = [f"added {record['new_events']} events ({record['new_users']} new users, {record['new_items']} new "
+                 f"items) in {record['seconds']:.1f}s, {record['epochs']} epochs"]
+        for when in ("before", "after"):
+            metrics = "  ".join(f"{k}={v:.4f}" for k, v in record[when].items())
+            lines.append(f"{when:>6}: {metrics}")
+        return lines
+
     def inspect_sample(self, run, data, *, samples: int, seed: int, data_dir):
         from deepstrata.families.recommend.inspect import load_user_sample
 

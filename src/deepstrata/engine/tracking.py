@@ -1,0 +1,133 @@
+"""TensorBoard event files for a run (``train.tensorboard``), behind the narrow interface the loop calls.
+
+Practitioners open ``tensorboard --logdir runs/`` to compare runs; with ``--tensorboard`` a
+fit also writes ``RUN/tensorboard/``: per step the training loss (``train/loss``) and the
+learning rate (``train/lr``); per epoch every validation metric (``val/<name>``), the
+epoch's training loss and accuracy (``epoch/<name>``) and the throughput
+(``train/samples_per_s``); after scoring, the comparison rows as a text table
+(``comparison``) and per-row test scalars (``test/<row>/<metric>``), and for a
+classification run with ``confusion.json`` the confusion matrix as an image (``confusion``).
+
+Only rank 0 writes. ``tensorboard`` (the ``[tracking]`` extra) is imported only when a run
+asks for it; without it the run is refused before training, in one line.
+
+Steps are the loop's global optimiser step, so a resumed run continues the same curves:
+a resume from the checkpoint at step S opens the writer with ``purge_step=S + 1``, which
+makes TensorBoard's reader drop whatever the stopped fit had written after that checkpoint
+(it is trained again), so no step appears twice. The writer is flushed at every
+checkpoint, so events up to a checkpoint are on disk when it is.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from deepstrata.errors import ConfigError
+
+DIR = "tensorboard"
+EXTRA_LINE = ("train.tensorboard (--tensorboard) needs the tensorboard package: "
+              "pip install 'deepstrata[tracking]'")
+
+
+def require() -> None:
+    """Refuse, in one line, a run that asks for TensorBoard when the extra is not installed."""
+    try:
+        import tensorboard  # noqa: F401
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+    except ImportError:
+        raise ConfigError(EXTRA_LINE) from None
+
+
+class Tracker:
+    """One run's TensorBoard writer; every method is a no-op on a tracker opened with ``enabled=False``."""
+
+    def __init__(self, run_dir: Path | None, enabled: bool, *, resume_step: int | None = None) -> None:
+        self.writer = None
+        if not enabled or run_dir is None:
+            return
+        require()
+        from torch.utils.tensorboard import SummaryWriter
+
+        purge = resume_step + 1 if resume_step is not None else None
+        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / DIR), purge_step=purge)
+
+    def step(self, step: int, loss, lr: float) -> None:
+        """After optimiser step ``step`` (from 1): the batch's loss (a tensor or float) and the learning rate."""
+        if self.writer is None:
+            return
+        self.writer.add_scalar("train/loss", float(loss), step)
+        self.writer.add_scalar("train/lr", lr, step)
+
+    def epoch(self, step: int, row: dict, samples_per_s: float) -> None:
+        """The epoch's ``metrics.jsonl`` row at the step it ended on, and its training throughput."""
+        if self.writer is None:
+            return
+        for key, value in row.items():
+            if key in ("epoch", "step", "lr", "seconds") or not isinstance(value, (int, float)) or value is None:
+                continue
+            tag = f"val/{key[4:]}" if key.startswith("val_") else f"epoch/{key}"
+            self.writer.add_scalar(tag, value, step)
+        self.writer.add_scalar("train/samples_per_s", samples_per_s, step)
+        self.writer.flush()
+
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def _comparison_text(comparison: dict) -> str:
+    """The comparison rows as a Markdown table (TensorBoard's text plugin renders Markdown)."""
+    rows = [row for row in comparison.get("rows", []) if isinstance(row, dict)]
+    names = [name for row in rows for name in (row.get("metrics") or {})]
+    metrics = list(dict.fromkeys(names))
+    lines = ["| row | kind | " + " | ".join(metrics) + " | train s |",
+             "|---|---|" + "---|" * len(metrics) + "---|"]
+    for row in rows:
+        values = [row.get("metrics", {}).get(m) for m in metrics]
+        cells = [f"{v:.4f}" if isinstance(v, (int, float)) else "-" for v in values]
+        seconds = row.get("train_seconds")
+        tail = f"{seconds:.1f}" if isinstance(seconds, (int, float)) else "-"
+        lines.append(f"| {row.get('name')} | {row.get('kind', '')} | " + " | ".join(cells) + f" | {tail} |")
+    return "\n".join(lines)
+
+
+def _confusion_image(confusion: dict):
+    """The confusion matrix as an HWC uint8 array: rows true class, columns predicted, row-normalised."""
+    import numpy as np
+
+    matrix = np.asarray(confusion["matrix"], dtype=np.float64)
+    totals = matrix.sum(axis=1, keepdims=True)
+    rates = np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
+    cell = max(1, 256 // max(1, len(matrix)))
+    big = np.kron(rates, np.ones((cell, cell)))
+    shade = (255 * (1.0 - big)).astype(np.uint8)
+    return np.stack([shade, shade, np.full_like(shade, 255)], axis=-1)
+
+
+def log_results(run_dir: Path, step: int) -> None:
+    """After scoring (rank 0): ``comparison.json`` as text and scalars, ``confusion.json`` as an image."""
+    require()
+    from torch.utils.tensorboard import SummaryWriter
+
+    run_dir = Path(run_dir)
+    comparison = json.loads((run_dir / "comparison.json").read_text(encoding="utf-8"))
+    writer = SummaryWriter(log_dir=str(run_dir / DIR))
+    try:
+        writer.add_text("comparison", _comparison_text(comparison), step)
+        for row in comparison.get("rows", []):
+            for metric, value in (row.get("metrics") or {}).items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    writer.add_scalar(f"test/{row.get('name')}/{metric}", value, step)
+        confusion_path = run_dir / "confusion.json"
+        if confusion_path.is_file():
+            confusion = json.loads(confusion_path.read_text(encoding="utf-8"))
+            if isinstance(confusion, dict) and isinstance(confusion.get("matrix"), list) and confusion["matrix"]:
+                writer.add_image("confusion", _confusion_image(confusion), step, dataformats="HWC")
+    finally:
+        writer.close()
