@@ -23,7 +23,8 @@ times are each run's training wall time (``metrics.jsonl``) and the curve's CPU 
 (about an hour on 2 busy CPU cores: EfficientNet-Lite0 trains at some 11 images/s at
 160 px here, 4.6 at 224, which is why 160.) Raw output:
 ``benchmarks/results/transfer_cifar_<date>_<machine>_<seeds>_<mode>.json``, rewritten
-after every phase.
+after every phase. A stopped curve leaves its finished fits in ``--work``; ``--collect`` (the
+same options and ``--work``) reads them into the results instead of fitting again.
 """
 
 from __future__ import annotations
@@ -87,6 +88,36 @@ def summary(values: list[float]) -> dict:
             "values": [round(v, 4) for v in values]}
 
 
+def best_baseline(run_dir: Path) -> float | None:
+    comparison = json.loads((run_dir / "comparison.json").read_text(encoding="utf-8"))
+    values = [row["metrics"]["accuracy"] for row in comparison["rows"] if row.get("kind") == "baseline"]
+    return max(values) if values else None
+
+
+def collected_rows(curve_dir: Path, budgets: list, seeds: list[int]) -> list[dict]:
+    """The curve's rows from the fits a stopped curve finished (the same figures ``curve.json`` would hold,
+    over the seeds that finished: a row says how many)."""
+    largest = budgets[-1]
+    rows = []
+    for budget in budgets:
+        found: dict = {"transfer": [], "scratch": [], "baseline": []}
+        for seed in seeds if budget is not None and budget <= SMALL else seeds[:1]:
+            name = f"{'all' if budget is None else budget}-seed{seed}"
+            transferred = (curve_dir if budget == largest and seed == seeds[0]
+                           else curve_dir / "curve-runs" / f"{name}-transfer")
+            scratch = curve_dir / "curve-runs" / f"{name}-scratch"
+            if (transferred / "comparison.json").is_file():
+                found["transfer"].append(learned_accuracy(transferred))
+            if (scratch / "comparison.json").is_file():
+                found["scratch"].append(learned_accuracy(scratch))
+                baseline = best_baseline(scratch)
+                if baseline is not None:
+                    found["baseline"].append(baseline)
+        rows.append({"labels_per_class": budget if budget is not None else "all",
+                     **{kind: summary(values) for kind, values in found.items() if values}})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--budgets", default="1,5,10,50")
@@ -98,6 +129,9 @@ def main() -> None:
     parser.add_argument("--train-per-class", type=int, default=100)
     parser.add_argument("--test-per-class", type=int, default=200)
     parser.add_argument("--skip-scratch-auto", action="store_true")
+    parser.add_argument("--collect", action="store_true",
+                        help="do not fit the curve: read the fits a stopped run left finished in --work (curve.json is "
+                             "written only at the curve's end), then the scratch_auto fits")
     parser.add_argument("--work", help="folder for the photos and runs (default: a temporary one)")
     parser.add_argument("--results", help="raw output file (default benchmarks/results/...)")
     args = parser.parse_args()
@@ -124,20 +158,25 @@ def main() -> None:
 
     curve_dir = work / f"curve-{args.mode}"
     wall, cpu = time.perf_counter(), cpu_seconds()
-    print(f"curve: efficientnet-lite0 -> {folder} at {args.image_size} px, {args.mode}, budgets {args.budgets}",
-          file=sys.stderr)
-    api.learning_curve("efficientnet-lite0", str(folder), budgets, out=curve_dir, seeds=args.seeds, seed=args.seed,
-                       overwrite=True, device="cpu", quiet=True, mode=args.mode, epochs=args.epochs,
-                       image_size=args.image_size)
-    curve = json.loads((curve_dir / "curve.json").read_text(encoding="utf-8"))
-    runs = curve_dir / "curve-runs"
+    if not args.collect:
+        print(f"curve: efficientnet-lite0 -> {folder} at {args.image_size} px, {args.mode}, budgets {args.budgets}",
+              file=sys.stderr)
+        api.learning_curve("efficientnet-lite0", str(folder), budgets, out=curve_dir, seeds=args.seeds,
+                           seed=args.seed, overwrite=True, device="cpu", quiet=True, mode=args.mode,
+                           epochs=args.epochs, image_size=args.image_size)
+        rows = json.loads((curve_dir / "curve.json").read_text(encoding="utf-8"))["rows"]
+    else:
+        rows = collected_rows(curve_dir, budgets, seeds)
     times: dict = {}
-    for run in sorted(runs.iterdir()):
-        times[run.name] = train_seconds(run)
+    runs = curve_dir / "curve-runs"
+    for run in sorted(runs.iterdir()) if runs.is_dir() else []:
+        if (run / "comparison.json").is_file():
+            times[run.name] = train_seconds(run)
     times["main (largest budget, first seed, transfer)"] = train_seconds(curve_dir)
-    results["curve"] = {"rows": curve["rows"], "wall_s": round(time.perf_counter() - wall, 1),
-                        "cpu_s": round(cpu_seconds() - cpu, 1), "train_seconds_per_fit": times,
-                        "run": str(curve_dir)}
+    results["curve"] = {"rows": rows, "collected_from_a_stopped_run": args.collect,
+                        "wall_s": round(time.perf_counter() - wall, 1), "cpu_s": round(cpu_seconds() - cpu, 1),
+                        "train_seconds_per_fit": times, "run": str(curve_dir)}
+    curve = {"rows": rows}
     save()
 
     if not args.skip_scratch_auto:
