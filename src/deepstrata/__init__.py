@@ -7,6 +7,7 @@ Public API::
     run.evaluate("digits"); run.predict("some/images/"); run.compare()
     new = ds.transfer("efficientnet-lite0", "photos/", labels_per_class=10, mode="finetune")
     run = ds.load("runs/demo")
+    ds.runs("runs/")  # a row per run directory: settings, test metric, best baseline, status
 
 The public names are imported on first use (PEP 562), so that ``import deepstrata``
 (and ``deepstrata --help``) does not import torch.

@@ -4,6 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from deepstrata.cli_args import POSITIVE_COUNT, number
+from deepstrata.config_numbers import Number
+
+# The flags' ranges, checked as every numeric flag is (one line naming the flag); serve.settings checks them again
+# for the Python API.
+PORT = Number(int, low=0, low_open=False, high=65535, high_open=False, note="0: any free port")
+WAIT_MS = Number(float, low=0.0, low_open=False, high=1000.0, high_open=False)
+BODY_MB = Number(float, low=0.0, low_open=True, high=1024.0, high_open=False)
+
 DESCRIPTION = (
     "Serve a run over HTTP (FastAPI on uvicorn; pip install 'deepstrata[serve]'). Routes: POST /predict (image "
     "runs: multipart uploads in the field 'file', one or more, or JSON {\"images\": [base64, ...]}; text runs: JSON "
@@ -28,16 +37,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", metavar="RUN", help="run directory")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; any other needs "
                    "--api-key or --insecure)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--max-batch", type=int, default=64, help="most inputs gathered into one forward pass "
+    p.add_argument("--port", type=number(PORT), default=8000, help="port (default 8000)")
+    p.add_argument("--max-batch", type=number(POSITIVE_COUNT), default=64, help="most inputs gathered into one forward pass "
                    "(default 64; 1 turns micro-batching off)")
-    p.add_argument("--max-wait-ms", type=float, default=5.0, help="longest a request waits for others to join "
+    p.add_argument("--max-wait-ms", type=number(WAIT_MS), default=5.0, help="longest a request waits for others to join "
                    "its batch (default 5)")
-    p.add_argument("--workers", type=int, default=1, help="server processes, each with the model (default 1)")
+    p.add_argument("--workers", type=number(POSITIVE_COUNT), default=1, help="server processes, each with the model (default 1)")
     p.add_argument("--api-key", metavar="KEY", help="require this key on every route but /health (default: the "
                    "environment variable DEEPSTRATA_API_KEY, if set)")
     p.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without an API key")
-    p.add_argument("--max-body-mb", type=float, default=16.0, help="largest request body in MiB (default 16; "
+    p.add_argument("--max-body-mb", type=number(BODY_MB), default=16.0, help="largest request body in MiB (default 16; "
                    "larger: 413)")
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from deepstrata import families
 from deepstrata.config import RunConfig, dump_config, load_config, resolved_train
 from deepstrata.engine import checkpoint as ckpt
-from deepstrata.engine import distributed
+from deepstrata.engine import distributed, tracking
 from deepstrata.engine.loop import train
 from deepstrata.errors import RunError
 from deepstrata.families.base import FitContext
@@ -61,6 +61,8 @@ def fit(data=None, model: str | None = None, *, task: str | None = None, config:
     saved = saved_config(out, resume)
     family = choose_family(data, model, task, config, saved)
     cfg = family.resolve_config(data, model, config if config is not None else saved, overrides)
+    if cfg.train.tensorboard:
+        tracking.require()  # before anything is read or written
     run_dir = Path(out) if out is not None else default_run_dir(cfg.data.source, cfg.model.name)
 
     started = time.perf_counter()
@@ -109,6 +111,8 @@ def fit(data=None, model: str | None = None, *, task: str | None = None, config:
         rows += baseline_rows
     comparison = {**family.comparison(cfg, prepared, rows), **extra}
     ckpt.atomic_write_json(run_dir / "comparison.json", comparison)
+    if cfg.train.tensorboard:
+        tracking.log_results(run_dir, result.steps)
     finish(run_dir, comparison, family.report_sections(cfg, prepared, built, rows), quiet=quiet)
     distributed.teardown()
     return Run(run_dir, device=str(device))

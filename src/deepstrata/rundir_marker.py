@@ -33,10 +33,11 @@ OWNED_FILES = frozenset({
     "curve.json",                             # deepstrata transfer --curve (curve.CURVE_FILE)
 })
 """Files a run directory's top level may hold that deepstrata wrote; nothing else is ever removed."""
-OWNED_DIRS = frozenset({"checkpoints", "inspect", "data-shards", "curve-runs", "export"})
+OWNED_DIRS = frozenset({"checkpoints", "inspect", "data-shards", "curve-runs", "export", "tensorboard"})
 """Directories deepstrata writes inside a run: the loop's checkpoints, ``deepstrata inspect``'s report, the
 shards of an image folder too large for memory (``families.image.spill.SHARD_DIR``), the fits of a
-learning curve (``curve.RUNS_DIR``) and ``deepstrata export``'s default files (``export.files``), which
+learning curve (``curve.RUNS_DIR``), the TensorBoard event files of ``--tensorboard`` (``engine.tracking.DIR``)
+and ``deepstrata export``'s default files (``export.files``), which
 describe the old weights once a run is refitted, so an overwrite takes them with it."""
 
 

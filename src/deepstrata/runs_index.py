@@ -91,6 +91,7 @@ def curves_html(histories: dict[str, list[dict]]) -> str:
     if not histories:
         return note_html("No run has validation curves (metrics.jsonl) yet.")
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     metrics = sorted({k for records in histories.values() for rec in records for k in rec if k.startswith("val_")})
     figures = []
@@ -103,6 +104,7 @@ def curves_html(histories: dict[str, list[dict]]) -> str:
                 ax.plot(xs, ys, marker="o" if len(xs) <= 30 else None, markersize=3, label=name)
         ax.set_title(metric)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         fig.tight_layout()

@@ -168,7 +168,8 @@ def read_run(path: Path, name: str | None = None) -> dict[str, Any]:
             row["status"], row["note"] = "damaged", f"{path / MARKER}: damaged run file (not a JSON object)"
             return row
         row["status"], row["note"] = _status(marker, path)
-        _settings(row, path)
+        if row["status"] == "finished" or (path / "config.yaml").is_file():  # a fit may fail before writing it
+            _settings(row, path)
         if row["status"] == "finished":
             _scores(row, path)
         if (path / "report.html").is_file():

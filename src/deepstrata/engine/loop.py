@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from deepstrata.config import TrainConfig, per_world, resolved_train
 from deepstrata.engine import checkpoint as ckpt
-from deepstrata.engine import distributed
+from deepstrata.engine import distributed, tracking
 from deepstrata.engine.devices import autocast, move, resolve_device, synchronize
 from deepstrata.engine.faults import reached
 from deepstrata.engine.lookahead import Lookahead
@@ -318,6 +318,7 @@ def _train(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path | No
             return
         rng_states = distributed.gather_object(ckpt.rng_state(device)) if env.active else None
         if main:
+            tracker.flush()  # the events up to a checkpoint are on disk with it
             ckpt.save_checkpoint(ckpt_dir, model, optimizer, loop, extra, rng_states, improved=improved)
         distributed.barrier()  # no rank runs ahead (or exits, when stopping) while rank 0 is still writing
 
@@ -343,13 +344,16 @@ def _train(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path | No
     interval = _poll_interval(device)
     show = main and not quiet and sys.stderr.isatty()
     stopped_early = bool(config.patience and loop["bad_epochs"] >= config.patience)
-    with StopRequests() as stops:
+    tracker = tracking.Tracker(run_dir if main else None, config.tensorboard,
+                               resume_step=loop["step"] if resume else None)
+    with StopRequests() as stops, tracker:
         for epoch in range(loop["epoch"], config.epochs if not stopped_early else 0):
             net.train()
             for layer in _held_layers(model, config, epoch):  # BatchNorm statistics and dropout as they were
                 layer.eval()
             waiting = [group["params"] for group in optimizer.param_groups if epoch < group.get("from_epoch", 0)]
             epoch_start = time.perf_counter()
+            tracker.begin_epoch()
             first_batch = loop["batch"]
             # A mid-epoch checkpoint holds the partial sums of all ranks; rank 0 carries them on.
             partial = loop.pop("partial", None)
@@ -396,6 +400,7 @@ def _train(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path | No
                     sums[1] += correct
                 seen += count
                 loop["step"] += 1
+                tracker.step(loop["step"], loss.detach(), lr, count * env.world_size)
                 reached("step")
                 if lookahead is not None:
                     lookahead.step(model, loop["step"], total_steps)
@@ -431,6 +436,7 @@ def _train(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path | No
             row["lr"] = learning_rate(config, loop["step"] - 1, total_steps)
             row["seconds"] = round(loop["seconds"], 3)
             history.append(row)
+            tracker.epoch(loop["step"], row)
             if metrics_path is not None:
                 ckpt.append_line(metrics_path, json_row(row))
             reached("epoch:metrics")

@@ -8,7 +8,8 @@ epoch's training loss and accuracy (``epoch/<name>``) and the throughput
 (``comparison``) and per-row test scalars (``test/<row>/<metric>``), and for a
 classification run with ``confusion.json`` the confusion matrix as an image (``confusion``).
 
-Only rank 0 writes. ``tensorboard`` (the ``[tracking]`` extra) is imported only when a run
+Only rank 0 writes (under torchrun the per-step loss is rank 0's share of the batch; the
+epoch rows are the all-reduced ones of ``metrics.jsonl``). ``tensorboard`` (the ``[tracking]`` extra) is imported only when a run
 asks for it; without it the run is refused before training, in one line.
 
 Steps are the loop's global optimiser step, so a resumed run continues the same curves:
@@ -21,13 +22,13 @@ checkpoint, so events up to a checkpoint are on disk when it is.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from deepstrata.errors import ConfigError
 
 DIR = "tensorboard"
-EXTRA_LINE = ("train.tensorboard (--tensorboard) needs the tensorboard package: "
-              "pip install 'deepstrata[tracking]'")
+EXTRA_LINE = "train.tensorboard needs the tensorboard package: pip install 'deepstrata[tracking]'"
 
 
 def require() -> None:
@@ -52,19 +53,34 @@ class Tracker:
         purge = resume_step + 1 if resume_step is not None else None
         self.writer = SummaryWriter(log_dir=str(Path(run_dir) / DIR), purge_step=purge)
 
-    def step(self, step: int, loss, lr: float) -> None:
-        """After optimiser step ``step`` (from 1): the batch's loss (a tensor or float) and the learning rate."""
+        self._seen, self._start = 0, time.perf_counter()
+
+    def __enter__(self) -> "Tracker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def begin_epoch(self) -> None:
+        """Start the clock of the epoch's throughput (validation time is left out of it)."""
+        self._seen, self._start = 0, time.perf_counter()
+
+    def step(self, step: int, loss, lr: float, examples: int) -> None:
+        """After optimiser step ``step`` (from 1): the batch's loss (a tensor or float), the learning rate and
+        the examples the step trained on (all ranks). Reading the loss waits for the device: only when tracking."""
         if self.writer is None:
             return
+        self._seen += examples
         self.writer.add_scalar("train/loss", float(loss), step)
         self.writer.add_scalar("train/lr", lr, step)
 
-    def epoch(self, step: int, row: dict, samples_per_s: float) -> None:
+    def epoch(self, step: int, row: dict) -> None:
         """The epoch's ``metrics.jsonl`` row at the step it ended on, and its training throughput."""
         if self.writer is None:
             return
+        samples_per_s = self._seen / max(time.perf_counter() - self._start, 1e-9)
         for key, value in row.items():
-            if key in ("epoch", "step", "lr", "seconds") or not isinstance(value, (int, float)) or value is None:
+            if key in ("epoch", "step", "lr", "seconds") or isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
             tag = f"val/{key[4:]}" if key.startswith("val_") else f"epoch/{key}"
             self.writer.add_scalar(tag, value, step)
