@@ -58,3 +58,17 @@ def transfer_schedule(layer_names: list[str], reused: list[str], mode: str, epoc
         for rank, name in enumerate(reversed(ordered), start=1):
             unfreeze_at[name] = min(rank * step, epochs - 1)
     return {"frozen": [], "unfreeze_at": unfreeze_at, "layer_lr_scale": scales}
+
+
+def reused_layers(layer_names: list[str], up_to: str | None, source: str) -> list[str]:
+    """The layers of a transfer's source that keep their weights: every layer through ``up_to`` (default: every
+    layer before the head, the old task's classifier). ``source`` names the network in the refusals."""
+    names = [name for name in layer_names if name != "head"]
+    if up_to is None:
+        return names
+    if up_to == "head":
+        raise ConfigError("--up-to head: the head is the old task's classifier; name a layer before it "
+                          f"({', '.join(names)})")
+    if up_to not in names:
+        raise ConfigError(f"--up-to {up_to}: {source} has no such layer; it has {', '.join(names)}")
+    return names[: names.index(up_to) + 1]

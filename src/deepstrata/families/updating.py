@@ -227,23 +227,23 @@ def recorded_scores(run, examples: int, num_classes: int) -> dict | None:
                                                                   "this split)"}
 
 
-def staged(run, opts: UpdateOptions) -> Path:
+def staged(run, out: Path | None, data, quiet: bool) -> Path:
     """The directory an update writes: ``out``, or a staging copy beside the run, which stays locked meanwhile.
 
-    The steps are the recommender's (``families.recommend.update``): lock the run so that no
+    Every family's update (the recommender's too) takes these steps: lock the run so that no
     fit or other update changes it, remove the staging copy a killed update left (refused if
     it is not a run), then prepare the new directory as a fit would.
     """
     from deepstrata.rundir import lock_run, prepare_run_dir, remove_run
 
-    target = opts.out if opts.out is not None else run.path.with_name(f".{run.path.name}.update")
-    if opts.out is None:
-        lock_run(run.path, opts.quiet)
+    target = Path(out) if out is not None else run.path.with_name(f".{run.path.name}.update")
+    if out is None:
+        lock_run(run.path, quiet)
         remove_run(target)
-    return prepare_run_dir(target, resume=False, overwrite=False, data=(opts.data, str(run.path)), quiet=opts.quiet)
+    return prepare_run_dir(target, resume=False, overwrite=False, data=(str(data), str(run.path)), quiet=quiet)
 
 
-def swap_in(run, target: Path, opts: UpdateOptions) -> Path:
+def swap_in(run, target: Path, out: Path | None) -> Path:
     """Mark ``target`` finished; without ``out``, put it in the run's place and return the run's path.
 
     In place, what deepstrata did not write in the run (a user's notes) moves to the new run
@@ -253,7 +253,7 @@ def swap_in(run, target: Path, opts: UpdateOptions) -> Path:
     from deepstrata.rundir import carry_over, finish_run, release, remove_run
 
     finish_run(target)
-    if opts.out is not None:
+    if out is not None:
         return target
     retired = run.path.with_name(f".{run.path.name}.old")
     remove_run(retired)

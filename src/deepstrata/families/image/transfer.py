@@ -147,15 +147,9 @@ def _file_source(path: Path, arch: str | None, width: int, depth: int | None,
 
 def reused_layers(source: Source, up_to: str | None) -> list[str]:
     """The source's layers that keep their weights: through ``up_to`` (default: every layer before the head)."""
-    names = [name for name in source.layer_names if name != "head"]
-    if up_to is None:
-        return names
-    if up_to == "head":
-        raise ConfigError("--up-to head: the head is the old task's classifier; name a layer before it "
-                          f"({', '.join(names)})")
-    if up_to not in names:
-        raise ConfigError(f"--up-to {up_to}: {source.describe()} has no such layer; it has {', '.join(names)}")
-    return names[: names.index(up_to) + 1]
+    from deepstrata.engine.layer_schedule import reused_layers as through
+
+    return through(source.layer_names, up_to, source.describe())
 
 
 def build(source: Source, num_classes: int, reused: list[str]) -> torch.nn.Module:

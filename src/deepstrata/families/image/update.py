@@ -168,7 +168,7 @@ def update_run(run, opts: updating.UpdateOptions) -> tuple[Path, dict]:
     before, _ = measure(run.model, updating.recorded_scores(run, len(old_test[1]), len(classes)))
     net = run.load_model()
     updating.grow_head(net, len(classes), cfg.train.seed)
-    target = updating.staged(run, opts)
+    target = updating.staged(run, opts.out, opts.data, opts.quiet)
     updating.begin(target, cfg, device)
     train_cfg = dataclasses.replace(cfg.train, epochs=opts.epochs or cfg.train.epochs)
     counts = {"new_train": int(len(new.parts.train)),
@@ -191,4 +191,4 @@ def update_run(run, opts: updating.UpdateOptions) -> tuple[Path, dict]:
              "test_is_official": bool(old.parts.official and new.parts.official), "seed": cfg.train.seed,
              "test_of": "the old test split" + ("" if same else " and the new data's test split")}
     updating.conclude(run, target, cfg, net, classes, record, test_y.numpy(), predicted, result, split)
-    return updating.swap_in(run, target, opts), record
+    return updating.swap_in(run, target, opts.out), record

@@ -26,7 +26,7 @@ from deepstrata.families.recommend.serve import check_k, served
 from deepstrata.families.recommend.tasks import make_task, metrics_only, model_scorer
 from deepstrata.records import provenance, write_model_info
 from deepstrata.recsys_metrics import METRIC_NAMES, evaluate_scorer
-from deepstrata.rundir import guarded, prepare_run_dir
+from deepstrata.rundir import guarded
 
 
 def _say(quiet: bool, message: str) -> None:
@@ -47,8 +47,8 @@ def update_run(run, data, *, out: str | Path | None = None, epochs: int | None =
     Without ``out`` the run directory is replaced only once the update has finished (locked
     meanwhile; files in it that deepstrata did not write move to the updated run).
     """
+    from deepstrata.families import updating
     from deepstrata.report import write_report
-    from deepstrata.rundir import carry_over, finish_run, lock_run, release, remove_run
 
     state = served(run)
     cfg = run.config
@@ -69,11 +69,7 @@ def update_run(run, data, *, out: str | Path | None = None, epochs: int | None =
     device = distributed.rank_device(cfg.train.device)
     net.to(device)
     before = metrics_only(evaluate_scorer(model_scorer(net, device), split.test, split.num_items))
-    target = Path(out) if out is not None else run.path.with_name(f".{run.path.name}.update")
-    if out is None:
-        lock_run(run.path, quiet)  # no fit or other update may change the run meanwhile
-        remove_run(target)  # the staging copy of an update that was killed (refused if it is not a run)
-    target = prepare_run_dir(target, resume=False, overwrite=False, data=(str(data), str(run.path)), quiet=quiet)
+    target = updating.staged(run, out, data, quiet)
     train_cfg = dataclasses.replace(cfg.train, epochs=epochs or rc.update_epochs)
     cfg_used = dataclasses.replace(cfg, train=train_cfg)
     ckpt.atomic_write_text(target / "config.yaml", dump_config(cfg))
@@ -97,18 +93,7 @@ def update_run(run, data, *, out: str | Path | None = None, epochs: int | None =
     write_model_info(target, model_info(net, log, split, {"updates": updates}))
     write_report(target, extra_sections=[("Interactions and split", data_section(split, log)),
                                          ("Update", _update_section(record))])
-    finish_run(target)
-    final = target
-    if out is None:
-        retired = run.path.with_name(f".{run.path.name}.old")
-        remove_run(retired)
-        carry_over(run.path, target)
-        run.path.rename(retired)
-        target.rename(run.path)
-        remove_run(retired)
-        release(run.path)
-        final = run.path
-    return final, record
+    return updating.swap_in(run, target, out), record
 
 
 def _update_section(record: dict) -> str:

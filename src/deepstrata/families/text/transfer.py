@@ -142,15 +142,9 @@ def _run_source(path: Path) -> Source:
 
 def reused_layers(source: Source, up_to: str | None) -> list[str]:
     """The source's layers that keep their weights: through ``up_to`` (default: every layer before the head)."""
-    names = [name for name in source.layer_names if name != "head"]
-    if up_to is None:
-        return names
-    if up_to == "head":
-        raise ConfigError("--up-to head: the head is the old task's classifier; name a layer before it "
-                          f"({', '.join(names)})")
-    if up_to not in names:
-        raise ConfigError(f"--up-to {up_to}: {source.describe()} has no such layer; it has {', '.join(names)}")
-    return names[: names.index(up_to) + 1]
+    from deepstrata.engine.layer_schedule import reused_layers as through
+
+    return through(source.layer_names, up_to, source.describe())
 
 
 def shape_overrides(source: Source, max_length: int) -> dict:

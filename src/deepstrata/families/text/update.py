@@ -143,7 +143,7 @@ def update_run(run, opts: updating.UpdateOptions) -> tuple[Path, dict]:
     before, _ = measure(run.model, updating.recorded_scores(run, len(tests[0][1]), len(classes)))
     net = run.load_model()
     updating.grow_head(net, len(classes), cfg.train.seed)
-    target = updating.staged(run, opts)
+    target = updating.staged(run, opts.out, opts.data, opts.quiet)
     updating.begin(target, cfg, device)
     ckpt.atomic_write_bytes(target / TOKENIZER_FILE, (run.path / run.info["text"]["tokenizer"]).read_bytes())
     train_cfg = dataclasses.replace(cfg.train, epochs=opts.epochs or cfg.train.epochs)
@@ -175,4 +175,4 @@ def update_run(run, opts: updating.UpdateOptions) -> tuple[Path, dict]:
              "test_is_official": bool(old.parts.official and new.parts.official), "seed": cfg.train.seed,
              "test_of": "the old test split" + ("" if same else " and the new data's test split")}
     updating.conclude(run, target, cfg, net, classes, record, truth, np.concatenate(predictions), result, split)
-    return updating.swap_in(run, target, opts), record
+    return updating.swap_in(run, target, opts.out), record
