@@ -24,7 +24,8 @@ times are each run's training wall time (``metrics.jsonl``) and the curve's CPU 
 160 px here, 4.6 at 224, which is why 160.) Raw output:
 ``benchmarks/results/transfer_cifar_<date>_<machine>_<seeds>_<mode>.json``, rewritten
 after every phase. A stopped curve leaves its finished fits in ``--work``; ``--collect`` (the
-same options and ``--work``) reads them into the results instead of fitting again.
+same options and ``--work``) reads them into the results instead of fitting again, and keeps
+the ``scratch_auto`` fits it finds finished.
 """
 
 from __future__ import annotations
@@ -186,8 +187,9 @@ def main() -> None:
             values, seconds = [], []
             for seed in runs_seeds:
                 run = work / "scratch-auto" / f"{budget}-seed{seed}"
-                api.fit(str(folder), model="cnn", labels_per_class=budget, seed=seed, out=run, overwrite=True,
-                        quiet=True, baselines=False, device="cpu")
+                if not (args.collect and (run / "comparison.json").is_file()):  # --collect keeps finished fits
+                    api.fit(str(folder), model="cnn", labels_per_class=budget, seed=seed, out=run, overwrite=True,
+                            quiet=True, baselines=False, device="cpu")
                 values.append(learned_accuracy(run))
                 seconds.append(train_seconds(run))
             auto.append({"labels_per_class": budget if budget is not None else "all", **summary(values),
