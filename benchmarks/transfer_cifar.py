@@ -20,8 +20,10 @@ times are each run's training wall time (``metrics.jsonl``) and the curve's CPU 
 
     nice -n 5 python benchmarks/transfer_cifar.py --budgets 1,5,10,50 --seeds 3 --epochs 15 --image-size 160
 
-(about an hour on 2 busy CPU cores: EfficientNet-Lite0 trains at some 11 images/s at
-160 px here, 4.6 at 224, which is why 160.) Raw output:
+(EfficientNet-Lite0 trains at some 11 images/s at 160 px on this 2-core machine, 4.6 at 224,
+which is why 160; on the 2026-12-01 run, shared with other jobs, the curve's fits took 2-15
+minutes each and it was stopped after the second seed at 10 per class, then ``--collect``ed.)
+Raw output:
 ``benchmarks/results/transfer_cifar_<date>_<machine>_<seeds>_<mode>.json``, rewritten
 after every phase. A stopped curve leaves its finished fits in ``--work``; ``--collect`` (the
 same options and ``--work``) reads them into the results instead of fitting again, and keeps
