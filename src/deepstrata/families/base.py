@@ -40,7 +40,8 @@ VERB_EXPECTS = {
                          "vector per example as .parquet or .npy",
     "embed and search": "an image, text or recommendation run",
     "export": "an image, text or recommendation run",
-    "recommend, similar and update": "a recommendation run (fit --task recommend on an interaction log)",
+    "recommend and similar": "a recommendation run (fit --task recommend on an interaction log)",
+    "update": "an image, text or recommendation run",
 }
 
 
@@ -220,15 +221,15 @@ class Family(ABC):
         self.refuse(run, "embed and search")
 
     def recommend(self, run, user, k: int):
-        self.refuse(run, "recommend, similar and update")
+        self.refuse(run, "recommend and similar")
 
     def similar(self, run, item, k: int):
-        self.refuse(run, "recommend, similar and update")
+        self.refuse(run, "recommend and similar")
 
     def update(self, run, data, out, epochs, quiet, replay=None):
         """Continue the run's kept model on new data into ``out`` (default: the run, replaced once done); the
         new run's path. ``replay``: the share of the old training data mixed in (classification runs)."""
-        self.refuse(run, "recommend, similar and update")
+        self.refuse(run, "update")
 
     def update_summary(self, record: dict) -> list[str]:
         """What ``deepstrata update`` prints for the record an ``update`` left in model.json's ``updates``."""

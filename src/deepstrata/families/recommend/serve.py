@@ -36,7 +36,7 @@ def served(run) -> Served:
     state = getattr(run, "_recommend_state", None)
     if state is None:
         if run.task != TASK:
-            run.family.refuse(run, "recommend, similar and update")
+            run.family.refuse(run, "recommend and similar")
         log = load_log(run.path / LOG_FILE, run.path / VOCAB_FILE)
         spec = run.info["spec"]
         for key, count in (("num_items", log.num_items), ("num_users", log.num_users)):
