@@ -44,16 +44,11 @@ def _say(quiet: bool, message: str) -> None:
 
 def _read_new(run, source: str, notes: list[str]):
     """New texts by the run's columns when the file has them, else by the columns guessed (said in a note)."""
-    t = run.config.text
-    try:
-        dataset = load_text(source, text_column=t.text_column, label_column=t.label_column, encoding=t.encoding)
-    except DataError:
-        if t.text_column is None and t.label_column is None:
-            raise
-        dataset = load_text(source, encoding=t.encoding)
-    if dataset.text_column and (dataset.text_column, dataset.label_column) != (t.text_column, t.label_column):
-        notes.append(f"{source}: texts from column {dataset.text_column!r}, labels from {dataset.label_column!r} "
-                     f"(guessed: the run read {t.text_column!r} and {t.label_column!r})")
+    from deepstrata.families.text.verbs import read_by_run_columns
+
+    dataset, guessed = read_by_run_columns(run.config.text, source)
+    if guessed:
+        notes.append(f"{source}: {guessed}")
     return dataset
 
 

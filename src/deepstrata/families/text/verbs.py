@@ -209,6 +209,21 @@ def read_input_texts(source: str | Path, run=None, text_column: str | None = Non
     return [joined_text(table, columns, row) for row in range(len(table.rows))]
 
 
+def read_by_run_columns(t, source: str):
+    """Texts of another source than the run's, by the run's text and label columns (``t``: its ``TextConfig``)
+    when the table has them, else by the columns guessed; ``(dataset, what was guessed or None)``."""
+    try:
+        dataset = load_text(source, text_column=t.text_column, label_column=t.label_column, encoding=t.encoding)
+    except DataError:
+        if t.text_column is None and t.label_column is None:
+            raise
+        dataset = load_text(source, encoding=t.encoding)
+    if dataset.text_column and (dataset.text_column, dataset.label_column) != (t.text_column, t.label_column):
+        return dataset, (f"texts from column {dataset.text_column!r}, labels from {dataset.label_column!r} "
+                         f"(guessed: the run read {t.text_column!r} and {t.label_column!r})")
+    return dataset, None
+
+
 def evaluate_text(run, data: str | None = None) -> dict:
     """Accuracy and macro-F1 on the run's own test split, or on another labelled source.
 
@@ -228,15 +243,8 @@ def evaluate_text(run, data: str | None = None) -> dict:
         dataset = load_text(source, format=t.format, text_column=t.text_column, label_column=t.label_column,
                             encoding=t.encoding)
     else:
-        try:
-            dataset = load_text(source, text_column=t.text_column, label_column=t.label_column, encoding=t.encoding)
-        except DataError:
-            if t.text_column is None and t.label_column is None:
-                raise
-            dataset = load_text(source, encoding=t.encoding)
-        if dataset.text_column and (dataset.text_column, dataset.label_column) != (t.text_column, t.label_column):
-            columns = (f"; texts from column {dataset.text_column!r}, labels from {dataset.label_column!r} (guessed: "
-                       f"the run read {t.text_column!r} and {t.label_column!r})")
+        dataset, guessed = read_by_run_columns(t, source)
+        columns = f"; {guessed}" if guessed else ""
     if same:
         splits = split_text(dataset, seed=cfg.train.seed, val_fraction=cfg.data.val_fraction,
                             test_fraction=cfg.data.test_fraction)
