@@ -51,6 +51,21 @@ def test_a_resumed_run_appends_each_step_once(tmp_path_factory, tmp_path):
     assert _steps(acc, "val/accuracy") == [STEPS]
 
 
+def test_a_resume_after_the_clock_stepped_back_still_reads_each_step_once(tmp_path_factory, tmp_path):
+    """The reader orders event files by the stamp in their names: a stopped fit's file stamped in the
+    future (a clock that stepped back, as a fresh VM's NTP sync does) must not come after the resumed one."""
+    run = tmp_path / "killed"
+    shutil.copytree(runs_folder(tmp_path_factory) / "killed", run)
+    for path in (run / tracking.DIR).glob("*tfevents*"):
+        parts = path.name.split(".")
+        parts[3] = str(int(parts[3]) + 86_400)  # stamped a day ahead of now
+        path.rename(path.with_name(".".join(parts)))
+    assert main(["fit", *ARGS, "--no-baselines", "--out", str(run), "--resume"]) == 0
+    acc = _events(run)
+    assert _steps(acc, "train/loss") == list(range(1, STEPS + 1))
+    assert _steps(acc, "train/lr") == list(range(1, STEPS + 1))
+
+
 def test_without_the_extra_it_says_which_to_install(monkeypatch, capsys, tmp_path):
     monkeypatch.setitem(sys.modules, "tensorboard", None)
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)

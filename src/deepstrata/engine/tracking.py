@@ -12,11 +12,14 @@ Only rank 0 writes (under torchrun the per-step loss is rank 0's share of the ba
 epoch rows are the all-reduced ones of ``metrics.jsonl``). ``tensorboard`` (the ``[tracking]`` extra) is imported only when a run
 asks for it; without it the run is refused before training, in one line.
 
-Steps are the loop's global optimiser step, so a resumed run continues the same curves:
-a resume from the checkpoint at step S opens the writer with ``purge_step=S + 1``, which
-makes TensorBoard's reader drop whatever the stopped fit had written after that checkpoint
-(it is trained again), so no step appears twice. The writer is flushed at every
-checkpoint, so events up to a checkpoint are on disk when it is.
+Steps are the loop's global optimiser step, so a resumed run continues the same curves.
+A resume from the checkpoint at step S carries the stopped fit's events up to step S into
+the new writer's file, in step order, and only then (once that file is flushed) deletes the
+old event files; what the stopped fit wrote after its checkpoint is trained again and so
+dropped. The run then has one event file for its training curves, so TensorBoard's reader
+(which orders files by the wall-clock stamp in their names, and purges on a step that goes
+backwards) sees each step once even when the clock stepped back between the two fits. The
+writer is flushed at every checkpoint, so events up to a checkpoint are on disk when it is.
 """
 
 from __future__ import annotations
@@ -50,9 +53,11 @@ class Tracker:
         require()
         from torch.utils.tensorboard import SummaryWriter
 
-        purge = resume_step + 1 if resume_step is not None else None
-        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / DIR), purge_step=purge)
-
+        folder = Path(run_dir) / DIR
+        stopped = sorted(folder.glob("*tfevents*")) if resume_step is not None else []
+        self.writer = SummaryWriter(log_dir=str(folder))
+        if stopped:
+            _carry_events(stopped, resume_step, self.writer)
         self._seen, self._start = 0, time.perf_counter()
 
     def __enter__(self) -> "Tracker":
@@ -95,6 +100,25 @@ class Tracker:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+def _carry_events(paths: list[Path], last_step: int, writer) -> None:
+    """Copy the events of ``paths`` at steps 1..``last_step`` into ``writer`` (ordered by step, stable),
+    flush, then delete ``paths``: a crash in between leaves both copies, which the reader's
+    backwards-step purge still resolves to one."""
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto.event_pb2 import Event
+
+    # The raw records, parsed as written: the higher-level loader migrates scalars to tensors.
+    events = (Event.FromString(record) for path in paths for record in RawEventFileLoader(str(path)).Load())
+    kept = [event for event in events
+            if event.WhichOneof("what") != "file_version" and 0 < event.step <= last_step]
+    kept.sort(key=lambda event: event.step)
+    for event in kept:
+        writer.file_writer.add_event(event, event.step, event.wall_time)
+    writer.flush()
+    for path in paths:
+        path.unlink()
 
 
 def _comparison_text(comparison: dict) -> str:
