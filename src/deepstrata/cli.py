@@ -116,7 +116,7 @@ def _add_fit(sub: argparse._SubParsersAction, verb: str = "fit") -> None:
     p.add_argument("--seed", type=number("train.seed"),
                    help="seed for the split, initialisation and batches, 0 to 2^32-1 (default 0)")
     p.add_argument("--device", choices=DEVICES, help="where to train (default auto: CUDA, then MPS, then CPU)")
-    p.add_argument("--precision", choices=PRECISIONS, help="32, bf16 or fp16 autocast (default 32)")
+    p.add_argument("--precision", choices=PRECISIONS, help="auto (default: bf16 where the hardware runs it natively, else fp32), 32, bf16 or fp16 autocast")
     task_only(p.add_argument("--channels-last", action="store_true", default=None,
                              help="channels-last memory format"), "image", "text")
     p.add_argument("--threads", type=number("train.threads"), help="torch CPU threads (default: torch's choice)")

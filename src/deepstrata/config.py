@@ -43,7 +43,7 @@ __all__ = [
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 SCHEDULES = ("onecycle", "cosine", "constant")
-PRECISIONS = ("32", "bf16", "fp16")
+PRECISIONS = ("auto", "32", "bf16", "fp16")
 OPTIMIZERS = ("adamw", "sgd")
 FLIPS = ("auto", "random", "alternate", "none")
 FILLS = ("zeros", "reflect")
@@ -162,7 +162,7 @@ class TrainConfig:
     augment: bool = True
     seed: int = 0
     device: str = "auto"
-    precision: str = "32"
+    precision: str = "auto"
     channels_last: bool = False
     compile: bool = False
     data_on_device: bool = False

@@ -59,8 +59,9 @@ def _package_version(module: str, distribution: str) -> str | None:
         return None
 
 
-def provenance(device: torch.device, seed: int) -> dict:
-    """What is needed to reproduce a run months later."""
+def provenance(device: torch.device, seed: int, precision: tuple[str, str] | None = None) -> dict:
+    """What is needed to reproduce a run months later; ``precision``: the one trained in and why (``auto``)."""
+    chosen = {"precision": precision[0], "precision_reason": precision[1]} if precision is not None else {}
     return {
         "deepstrata": __version__,
         "git_commit": _git_commit(),
@@ -72,6 +73,7 @@ def provenance(device: torch.device, seed: int) -> dict:
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
         "seed": seed,
+        **chosen,
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -81,8 +83,10 @@ def write_model_info(run_dir: Path, info: dict) -> None:
     ckpt.atomic_write_json(run_dir / MODEL_FILE, info)
 
 
-def write_run_records(run_dir: Path, info: dict, device: torch.device, seed: int, world_size: int = 1) -> None:
+def write_run_records(run_dir: Path, info: dict, device: torch.device, seed: int, world_size: int = 1,
+                      precision: tuple[str, str] | None = None) -> None:
     """``model.json`` (what the model is) and ``provenance.json`` (how to reproduce it); rank 0 writes them."""
     write_model_info(run_dir, info)
-    ckpt.atomic_write_json(run_dir / "provenance.json", {**provenance(device, seed), "world_size": world_size})
+    ckpt.atomic_write_json(run_dir / "provenance.json",
+                           {**provenance(device, seed, precision), "world_size": world_size})
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 
@@ -26,8 +27,53 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+@functools.lru_cache(maxsize=None)
+def cpu_bf16_feature() -> str | None:
+    """The CPU feature that runs bf16 matrix work natively (AMX or AVX512-BF16), or None; probed once.
+
+    Asked of torch itself (what its oneDNN kernels will use), then of ``/proc/cpuinfo``. On
+    a CPU without either, bf16 autocast is emulated and slower than fp32, so ``auto`` keeps fp32.
+    """
+    for feature, probe in (("AMX", "_is_amx_tile_supported"), ("AVX512-BF16", "_is_avx512_bf16_supported")):
+        check = getattr(torch.cpu, probe, None)
+        if check is not None and check():
+            return feature
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
+    except OSError:
+        return None
+    for feature, flag in (("AMX", "amx_bf16"), ("AVX512-BF16", "avx512_bf16")):
+        if flag in flags:
+            return feature
+    return None
+
+
+def resolve_precision(precision: str, device: torch.device) -> tuple[str, str]:
+    """The precision a run trains in (``32``, ``bf16`` or ``fp16``) and why, for ``--precision`` on ``device``.
+
+    ``auto`` is bf16 autocast where the hardware runs it natively (a CUDA GPU of compute
+    capability 8 or more; a CPU with AMX or AVX512-BF16) and fp32 elsewhere. The answer
+    is saved in the run's config.yaml, so resume and evaluate repeat it on any machine.
+    """
+    if precision != "auto":
+        return precision, "as asked"
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        if major >= 8:
+            return "bf16", f"auto: this GPU (compute capability {major}.{minor}) runs bf16 natively"
+        return "32", f"auto: this GPU (compute capability {major}.{minor}) has no native bf16"
+    if device.type == "cpu":
+        feature = cpu_bf16_feature()
+        if feature is not None:
+            return "bf16", f"auto: this CPU has {feature} (native bf16)"
+        return "32", "auto: this CPU has neither AVX512-BF16 nor AMX, and emulated bf16 is slower than fp32"
+    return "32", f"auto: fp32 on {device.type}"
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """Mixed precision for the forward pass; ``32`` means full precision (no autocast)."""
+    """Mixed precision for the forward pass; ``32`` means full precision (no autocast), ``auto`` as resolved."""
+    precision = resolve_precision(precision, device)[0]
     if precision == "32":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16

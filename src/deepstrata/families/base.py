@@ -66,6 +66,7 @@ class FitContext:
     device: Any                      # torch.device of this rank
     env: Any                         # engine.distributed.DistEnv
     quiet: bool
+    precision_reason: str = "as asked"   # why the run trains in cfg.train.precision (see devices.resolve_precision)
 
 
 @dataclass
@@ -113,6 +114,23 @@ class Family(ABC):
 
     def check_world(self, cfg, prepared: Prepared, world_size: int) -> None:
         """Refuse, before anything is written, what this family cannot do on ``world_size`` processes."""
+
+    # Set where bf16 was measured to lose accuracy (or was not measured) for this family: under
+    # ``--precision auto`` its runs then train in fp32 on any hardware, and this says why.
+    auto_keeps_fp32: str = ""
+
+    def resolve_precision(self, cfg, device):
+        """(``cfg`` with ``train.precision`` concrete, why): ``auto`` resolved for ``device`` and this family."""
+        import dataclasses
+
+        from deepstrata.engine.devices import resolve_precision
+
+        precision, reason = resolve_precision(str(cfg.train.precision), device)
+        if cfg.train.precision == "auto" and precision != "32" and self.auto_keeps_fp32:
+            precision, reason = "32", f"auto: fp32 for {self.name} runs ({self.auto_keeps_fp32})"
+        if precision == cfg.train.precision:
+            return cfg, reason
+        return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision=precision)), reason
 
     @abstractmethod
     def build(self, cfg, prepared: Prepared, fit: FitContext) -> Built:

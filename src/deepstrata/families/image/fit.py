@@ -298,7 +298,8 @@ def _build_sharded(cfg, sharded: Sharded, fit: FitContext) -> Built:
 
 
 def write_records(cfg, built: Built, fit: FitContext) -> None:
-    write_run_records(fit.run_dir, built.info, fit.device, cfg.train.seed, fit.env.world_size)
+    write_run_records(fit.run_dir, built.info, fit.device, cfg.train.seed, fit.env.world_size,
+                      (cfg.train.precision, fit.precision_reason))
 
 
 def score(cfg, prepared: Prepared, built: Built, result, fit: FitContext) -> list[dict]:

@@ -107,7 +107,8 @@ def write_log(run_dir: Path, log: InteractionLog) -> None:
 def write_records(cfg, prepared: Prepared, built: Built, fit: FitContext) -> None:
     write_log(fit.run_dir, prepared.own.log)
     write_model_info(fit.run_dir, built.info)
-    ckpt.atomic_write_json(fit.run_dir / "provenance.json", provenance(fit.device, cfg.train.seed))
+    ckpt.atomic_write_json(fit.run_dir / "provenance.json", provenance(fit.device, cfg.train.seed,
+                                                                         (cfg.train.precision, fit.precision_reason)))
 
 
 # ---------------------------------------------------------------- score, baselines, comparison, report

@@ -236,7 +236,8 @@ def build(cfg: RunConfig, prepared: Prepared, fit: FitContext) -> Built:
 def write_records(cfg: RunConfig, built: Built, fit: FitContext) -> None:
     from deepstrata.records import write_run_records
 
-    write_run_records(fit.run_dir, built.info, fit.device, cfg.train.seed, fit.env.world_size)
+    write_run_records(fit.run_dir, built.info, fit.device, cfg.train.seed, fit.env.world_size,
+                      (cfg.train.precision, fit.precision_reason))
 
 
 def score(cfg: RunConfig, prepared: Prepared, built: Built, result, fit: FitContext) -> list[dict]:

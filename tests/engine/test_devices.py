@@ -1,0 +1,83 @@
+"""``--precision auto``: what it resolves to on which hardware, and that a run saves the choice and why.
+
+The capability probe is faked both ways, so the rule is checked whatever CPU runs the suite.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from deepstrata.cli import main
+from deepstrata.engine import devices
+from deepstrata.families.recommend.family import RecommendFamily
+from deepstrata.config import RunConfig, TrainConfig
+
+CPU = torch.device("cpu")
+
+
+def test_auto_is_fp32_on_a_cpu_without_native_bf16(monkeypatch):
+    monkeypatch.setattr(devices, "cpu_bf16_feature", lambda: None)
+    precision, reason = devices.resolve_precision("auto", CPU)
+    assert precision == "32"
+    assert "neither AVX512-BF16 nor AMX" in reason
+    assert isinstance(devices.autocast(CPU, "auto"), type(devices.autocast(CPU, "32")))  # no autocast at all
+
+
+@pytest.mark.parametrize("feature", ["AVX512-BF16", "AMX"])
+def test_auto_is_bf16_on_a_cpu_that_runs_it_natively(monkeypatch, feature):
+    monkeypatch.setattr(devices, "cpu_bf16_feature", lambda: feature)
+    assert devices.resolve_precision("auto", CPU) == ("bf16", f"auto: this CPU has {feature} (native bf16)")
+    with devices.autocast(CPU, "auto"):
+        assert torch.ones(2, 2).matmul(torch.ones(2, 2)).dtype == torch.bfloat16
+
+
+def test_an_explicit_precision_is_kept_whatever_the_hardware(monkeypatch):
+    monkeypatch.setattr(devices, "cpu_bf16_feature", lambda: "AMX")
+    for precision in ("32", "bf16"):
+        assert devices.resolve_precision(precision, CPU) == (precision, "as asked")
+
+
+def test_the_default_is_auto():
+    assert TrainConfig().precision == "auto"
+
+
+def test_the_probe_agrees_with_the_cpu_flags():
+    """The real probe, against /proc/cpuinfo where there is one (torch and the kernel see the same CPU)."""
+    try:
+        flags = next(line for line in open("/proc/cpuinfo", encoding="utf-8") if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        pytest.skip("no /proc/cpuinfo flags on this system")
+    expected = {"amx_bf16", "avx512_bf16"} & set(flags)
+    assert (devices.cpu_bf16_feature() is not None) == bool(expected)
+
+
+def test_a_family_that_keeps_fp32_says_why(monkeypatch):
+    monkeypatch.setattr(devices, "cpu_bf16_feature", lambda: "AVX512-BF16")
+    family = RecommendFamily()
+    monkeypatch.setattr(family, "auto_keeps_fp32", "bf16 not yet measured against fp32 here")
+    cfg, reason = family.resolve_precision(RunConfig(), CPU)
+    assert cfg.train.precision == "32"
+    assert reason == f"auto: fp32 for {family.name} runs (bf16 not yet measured against fp32 here)"
+    asked = RunConfig(train=TrainConfig(precision="bf16"))
+    assert family.resolve_precision(asked, CPU) == (asked, "as asked")
+
+
+@pytest.mark.parametrize("feature, saved", [(None, "32"), ("AVX512-BF16", "bf16")])
+def test_a_fit_saves_the_resolved_precision_and_its_reason(monkeypatch, capsys, tmp_path, feature, saved):
+    monkeypatch.setattr(devices, "cpu_bf16_feature", lambda: feature)
+    out = tmp_path / "run"
+    args = ["fit", "--data", "digits", "--epochs", "1", "--width", "8", "--no-baselines", "--device", "cpu",
+            "--seed", "0", "--threads", "1", "--out", str(out)]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert str(config["train"]["precision"]) == saved  # resume and evaluate read this, not the hardware
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["precision"] == saved
+    assert provenance["precision_reason"] == devices.resolve_precision("auto", CPU)[1]
+    shown = "fp32" if saved == "32" else saved
+    assert f"precision: {shown} ({provenance['precision_reason']})" in err
