@@ -43,8 +43,14 @@ document.querySelectorAll("th[data-col]").forEach(function (th) {
   });
 });
 """
-EXTRA_CSS = "th[data-col] { cursor: pointer; } th[data-dir=asc]::after { content: ' \\25B2'; } " \
-            "th[data-dir=desc]::after { content: ' \\25BC'; } td.why { color: #a33; font-size: .85rem; }"
+EXTRA_CSS = ("th[data-col] { cursor: pointer; } th[data-dir=asc]::after { content: ' \\25B2'; } "
+             "th[data-dir=desc]::after { content: ' \\25BC'; } td.why { color: #a33; font-size: .85rem; } "
+             "body { max-width: 1500px; } div.wide { overflow-x: auto; } #runs { font-size: .85rem; } "
+             "#runs th, #runs td { padding: .3rem .4rem; } "
+             "td.why { overflow-wrap: anywhere; } td.why:not([data-v='']) { min-width: 16rem; }")
+"""The index page's additions to the report's stylesheet: sort arrows; a wider page for 18 columns, the table
+scrolling inside its own box when the window is narrower still (never the whole page sideways), and a note's
+long path (a resume command) wrapped instead of widening the table."""
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
@@ -63,8 +69,8 @@ def _table(rows: list[dict[str, Any]]) -> str:
             cells.append(f'<td{css} data-v="{esc(sort_value)}">{text}</td>')
         cells.append(f'<td class="why" data-v="{esc(row.get("note") or "")}">{esc(row.get("note") or "")}</td>')
         lines.append(f"<tr>{''.join(cells)}</tr>")
-    return (f'<table id="runs"><thead><tr>{head}<th data-col="note">note</th></tr></thead>'
-            f"<tbody>{''.join(lines)}</tbody></table>")
+    return (f'<div class="wide"><table id="runs"><thead><tr>{head}<th data-col="note">note</th></tr></thead>'
+            f"<tbody>{''.join(lines)}</tbody></table></div>")
 
 
 def _histories(folder: Path, rows: list[dict[str, Any]]) -> dict[str, list[dict]]:
@@ -104,7 +110,7 @@ def curves_html(histories: dict[str, list[dict]]) -> str:
                 ax.plot(xs, ys, marker="o" if len(xs) <= 30 else None, markersize=3, label=name)
         ax.set_title(metric)
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # one epoch: tick 1, not 0.945 …
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         fig.tight_layout()
