@@ -131,7 +131,10 @@ def _add_fit(sub: argparse._SubParsersAction, verb: str = "fit") -> None:
     p.add_argument("--data-on-device", action="store_true", default=None,
                    help="keep the whole data set on the accelerator and augment there (small data sets)")
     p.add_argument("--checkpoint-every", type=number("train.checkpoint_every"), metavar="STEPS",
-                   help="also checkpoint every STEPS steps (default 0: each epoch)")
+                   help="also checkpoint every STEPS steps (default 0: by time only)")
+    p.add_argument("--checkpoint-seconds", type=number("train.checkpoint_seconds"), metavar="S",
+                   help="checkpoint once S seconds of training have passed since the last one, and at the end "
+                        "(default 60; 0: at every epoch's end); a stop signal always checkpoints")
     p.add_argument("--tensorboard", action="store_true", default=None, help="also write TensorBoard event files "
                    "to RUN/tensorboard/ (the [tracking] extra; view with: tensorboard --logdir runs/)")
     p.add_argument("--config", metavar="RUN.YAML", help="a YAML config (sections data, model, train); flags override it")

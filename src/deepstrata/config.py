@@ -128,6 +128,14 @@ class TrainConfig:
     ``epochs`` and ``batch_size`` left as ``None`` are sized from the data by
     ``resolved_train`` (and saved resolved with the run).
 
+    ``precision: auto`` is bf16 autocast where the hardware runs it natively and fp32
+    elsewhere (``engine.devices.resolve_precision``); a fit saves the concrete choice.
+    Checkpoints are written by time, not per epoch: once ``checkpoint_seconds`` of
+    training have passed since the last one (checked every step, mid-epoch too), at the
+    end, and on a stop signal; ``checkpoint_seconds: 0`` restores one per epoch. On a
+    laptop's tiny epochs a checkpoint per epoch costs more than the epoch; a run killed
+    between two checkpoints repeats at most a minute, exactly as it ran.
+
     The defaults (AdamW, one-cycle, random flips) suit any data. The fields after
     ``threads`` carry the CIFAR-10 speed-run recipe (``configs/cifar10-94.yaml``, after
     Jordan's airbench): Nesterov SGD with a large learning rate for the BatchNorm biases
@@ -171,6 +179,7 @@ class TrainConfig:
     lr_scaling: str = "none"
     patience: int = 0
     checkpoint_every: int = 0
+    checkpoint_seconds: float = 60.0
     eval_batch_size: int = 1024
     threads: int | None = None
     optimizer: str = "adamw"

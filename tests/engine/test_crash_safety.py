@@ -32,8 +32,10 @@ from tests.run_files import checkpoint_file
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 # digits: 1,295 training images, batch 128 -> 10 steps an epoch, 30 in all; checkpoints at steps
-# 4, 8, 10 (epoch end), 12, 16, 20 (epoch end), 24, 28, 30 (epoch end).
+# 4, 8, 10 (epoch end), 12, 16, 20 (epoch end), 24, 28, 30 (epoch end): --checkpoint-seconds 0 keeps
+# every epoch's end (the default goes by time, which these few seconds would never reach).
 ARGS = ["--data", "digits", "--epochs", "3", "--width", "8", "--batch-size", "128", "--checkpoint-every", "4",
+        "--checkpoint-seconds", "0",
         "--device", "cpu", "--no-baselines", "--quiet", "--threads", "1", "--seed", "3"]
 # Every step of the checkpoint protocol, each at a checkpoint of another kind (mid-epoch, epoch end).
 FAULT_POINTS = ["step:7", "checkpoint:weights:2", "checkpoint:train:3", "checkpoint:state:4", "checkpoint:renamed:3",

@@ -1,5 +1,6 @@
 """The one training loop: learning, schedules, early stopping and exact resumption."""
 
+import dataclasses
 import json
 
 import pytest
@@ -108,9 +109,14 @@ class CrashingTask:
         return self.task.validate(model, device)
 
 
-@pytest.mark.parametrize("checkpoint_every,crash_after", [(0, 13), (5, 13)])
-def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path, checkpoint_every, crash_after):
-    cfg = TrainConfig(epochs=3, batch_size=32, device="cpu", seed=0, checkpoint_every=checkpoint_every)
+# (steps, seconds, crash after N batches, the checkpoint left): each epoch's end (8 steps an epoch);
+# also every 5 steps; by time, due at every step (a clock that always says "a minute has passed").
+@pytest.mark.parametrize("checkpoint_every,checkpoint_seconds,crash_after,left", [
+    (0, 0, 13, 8), (5, 0, 13, 10), (0, 1e-9, 13, 13)])
+def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path, checkpoint_every, checkpoint_seconds,
+                                                           crash_after, left):
+    cfg = TrainConfig(epochs=3, batch_size=32, device="cpu", seed=0, checkpoint_every=checkpoint_every,
+                      checkpoint_seconds=checkpoint_seconds)
     reference, task = make()
     ref_result = train(reference, task, cfg, tmp_path / "ref", quiet=True)
     ref_last = weights(reference)  # best weights are loaded at the end; compare last checkpoints too
@@ -119,7 +125,7 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path, checkpoint_
     with pytest.raises(Crash):
         train(model, CrashingTask(task, crash_after), cfg, tmp_path / "run", quiet=True)
     saved = ckpt.latest_state(tmp_path / "run" / "checkpoints")
-    assert saved["step"] == (10 if checkpoint_every else 8)
+    assert saved["step"] == left
 
     fresh, task = make(seed=123)  # different initial weights: everything must come from the checkpoint
     result = train(fresh, task, cfg, tmp_path / "run", resume=True, quiet=True)
@@ -135,6 +141,40 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path, checkpoint_
         a = load_file(str(checkpoint_file(tmp_path / "ref", name)))
         b = load_file(str(checkpoint_file(tmp_path / "run", name)))
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoints_go_by_time_and_the_best_epoch_is_kept_until_one_is_written(tmp_path):
+    """The default (a checkpoint per 60 s): a short run writes one, at its end; its best.safetensors
+    and metrics.jsonl are those of the run that checkpoints every epoch, and so are its weights."""
+
+    class Peaked:  # the best validation score at epoch 2 of 3: held in memory, written with epoch 3's checkpoint
+        primary_metric = "accuracy"
+
+        def __init__(self, task):
+            self.task, self.calls = task, 0
+            self.num_batches, self.train_batches, self.loss = task.num_batches, task.train_batches, task.loss
+
+        def validate(self, model, device):
+            self.calls += 1
+            return {**self.task.validate(model, device), "val_accuracy": [0.5, 0.9, 0.7][self.calls - 1]}
+
+    runs = {}
+    for seconds in (60.0, 0.0):
+        model, task = make()
+        cfg = dataclasses.replace(CFG, checkpoint_seconds=seconds)
+        result = train(model, Peaked(task), cfg, tmp_path / str(seconds), quiet=True)
+        assert result.best_epoch == 2
+        runs[seconds] = tmp_path / str(seconds)
+    by_time, per_epoch = runs[60.0], runs[0.0]
+    steps = sorted(p.name for p in (by_time / "checkpoints").glob("step-*"))
+    assert steps == ["step-000000024"]  # one checkpoint: the end (3 epochs of 8 steps)
+    from safetensors.torch import load_file
+    for name in ("best.safetensors", "latest/weights.safetensors", "latest/train.safetensors"):
+        a, b = (load_file(str(checkpoint_file(run, name))) for run in (by_time, per_epoch))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    rows = lambda run: [{k: v for k, v in json.loads(r).items() if k != "seconds"}  # noqa: E731
+                        for r in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows(by_time) == rows(per_epoch) and len(rows(by_time)) == 3
 
 
 def test_resume_before_the_first_checkpoint_starts_from_the_beginning(tmp_path, capsys):
@@ -200,7 +240,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
     from deepstrata.errors import TrainingError
 
     model, task = make()
-    cfg = TrainConfig(epochs=3, batch_size=32, device="cpu", seed=0, lr=3e-3)
+    cfg = TrainConfig(epochs=3, batch_size=32, device="cpu", seed=0, lr=3e-3, checkpoint_seconds=0)
     with pytest.raises(TrainingError, match=r"epoch 2, step 11: loss is not finite.*lr 0.003"):
         train(model, PoisonedTask(task, at=11), cfg, tmp_path, quiet=True)
     assert ckpt.latest_state(tmp_path / "checkpoints")["step"] == 8  # the end of epoch 1

@@ -278,12 +278,15 @@ def publish_best(ckpt_dir: Path, source: Path | None) -> None:
 
 def save_checkpoint(ckpt_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict,
                     extra: dict[str, torch.Tensor] | None = None,
-                    rng_states: list[dict[str, torch.Tensor]] | None = None, *, improved: bool = False) -> Path:
+                    rng_states: list[dict[str, torch.Tensor]] | None = None, *, improved: bool = False,
+                    best_weights: dict[str, torch.Tensor] | None = None) -> Path:
     """Write one checkpoint of ``state["step"]`` as a unit, switch ``latest`` to it, prune the older ones.
 
     The directory holds ``weights.safetensors``, ``train.safetensors`` (optimizer, RNG,
     ``extra``), ``state.json`` (the loop state, written last) and ``best.safetensors``:
-    these weights when ``improved``, else the previous checkpoint's best. ``extra`` holds
+    these weights when ``improved``, else ``best_weights`` when given (the best epoch ended
+    without a checkpoint of its own: checkpoints go by time), else the previous checkpoint's
+    best. ``extra`` holds
     other training state as named tensors (e.g. Lookahead's average); ``rng_states`` are
     the random states of ranks 1, 2, … of a data-parallel run (see ``rng_state``).
     Returns the checkpoint's directory.
@@ -312,6 +315,8 @@ def save_checkpoint(ckpt_dir: Path, model: nn.Module, optimizer: torch.optim.Opt
         reached("checkpoint:train")
         if improved:
             _link_or_copy(tmp / WEIGHTS, tmp / BEST)
+        elif best_weights is not None:
+            _atomic_save_tensors(tmp / BEST, best_weights, {"best_epoch": str(state.get("best_epoch"))})
         elif previous is not None and (previous / BEST).is_file():
             _link_or_copy(previous / BEST, tmp / BEST)
         atomic_write_json(tmp / STATE, {**state, "optimizer": optimizer_meta})

@@ -313,24 +313,45 @@ def _train(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path | No
     if config.compile:
         net = torch.compile(net)
 
+    unsaved_rows: list[dict] = []      # metrics.jsonl rows since the last checkpoint, written with the next one
+    held_best: dict | None = None      # the best weights of an epoch that ended without a checkpoint
+    last_save = time.perf_counter()
+
+    def write_rows() -> None:
+        if metrics_path is not None and unsaved_rows:
+            ckpt.append_line(metrics_path, "".join(json_row(row) + "\n" for row in unsaved_rows).rstrip("\n"))
+            reached("epoch:metrics")
+        unsaved_rows.clear()
+
     def save(improved: bool = False) -> None:  # on every rank: the ranks' random states are gathered to rank 0
+        nonlocal held_best, last_save
+        write_rows()
         if ckpt_dir is None:
             return
         rng_states = distributed.gather_object(ckpt.rng_state(device)) if env.active else None
         if main:
             tracker.flush()  # the events up to a checkpoint are on disk with it
-            ckpt.save_checkpoint(ckpt_dir, model, optimizer, loop, extra, rng_states, improved=improved)
+            ckpt.save_checkpoint(ckpt_dir, model, optimizer, loop, extra, rng_states, improved=improved,
+                                 best_weights=None if improved else held_best)
+        held_best = None
         distributed.barrier()  # no rank runs ahead (or exits, when stopping) while rank 0 is still writing
+        last_save = time.perf_counter()
 
-    def poll(loss: torch.Tensor | None) -> tuple[bool, bool]:
-        """(a stop was requested, the loss is not finite) — agreed by every rank, so all act at the same step."""
-        flags = torch.tensor([float(stops.signum is not None), 0.0], device=device)
+    def checkpoint_due() -> bool:
+        """Rank 0's clock says a time-based checkpoint is due (``poll`` makes every rank agree)."""
+        return bool(config.checkpoint_seconds) and main and \
+            time.perf_counter() - last_save >= config.checkpoint_seconds
+
+    def poll(loss: torch.Tensor | None) -> tuple[bool, bool, bool]:
+        """(a stop was requested, the loss is not finite, a checkpoint is due by time) — agreed by every rank,
+        so all act at the same step."""
+        flags = torch.tensor([float(stops.signum is not None), 0.0, float(checkpoint_due())], device=device)
         if loss is not None:
             flags[1] = (~torch.isfinite(loss.detach())).float()
         if env.active:
             flags = distributed.all_reduce_sum(flags)
-        stop, bad = flags.tolist()
-        return stop > 0, bad > 0
+        stop, bad, due = flags.tolist()
+        return stop > 0, bad > 0, due > 0
 
     def interrupted(epoch: int) -> Interrupted:
         where = f"epoch {epoch + 1}, batch {loop['batch']}, step {loop['step']}"
@@ -362,7 +383,7 @@ def _train(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path | No
             sums = torch.tensor([partial["loss"], partial["correct"]], dtype=torch.float64, device=device)
             seen = partial["seen"]
             correct = None
-            stop = False
+            stop = timed = False
             bar = tqdm(
                 total=steps_per_epoch,
                 initial=first_batch,
@@ -381,7 +402,7 @@ def _train(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path | No
                 with autocast(device, config.precision):
                     loss, correct = task.loss(net, batch)
                 if loop["step"] % interval == 0 or index + 1 == steps_per_epoch:
-                    stop, bad = poll(loss)
+                    stop, bad, timed = poll(loss)
                     if bad:  # before the update: the weights in memory and on disk stay finite
                         raise _diverged(epoch, loop["step"] + 1, config)
                 optimizer.zero_grad(set_to_none=True)
@@ -412,8 +433,8 @@ def _train(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path | No
                         if correct is not None:
                             postfix["acc"] = f"{sums[1].item() / seen:.4f}"
                         bar.set_postfix(postfix)
-                due = config.checkpoint_every and loop["step"] % config.checkpoint_every == 0
-                if (due or stop) and index + 1 < steps_per_epoch:  # the epoch's end writes its own checkpoint
+                due = timed or (config.checkpoint_every and loop["step"] % config.checkpoint_every == 0)
+                if (due or stop) and index + 1 < steps_per_epoch:  # the epoch's end decides its own checkpoint
                     synchronize(device)
                     loop.update(epoch=epoch, batch=index + 1, seconds=loop["seconds"] + time.perf_counter() - epoch_start)
                     so_far = distributed.all_reduce_sum(
@@ -421,6 +442,7 @@ def _train(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path | No
                     loop["partial"] = {"loss": so_far[0], "correct": so_far[1], "seen": int(so_far[2])}
                     epoch_start = time.perf_counter()
                     save()
+                    timed = False
                     del loop["partial"]
                     if stop:
                         bar.close()
@@ -437,9 +459,7 @@ def _train(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path | No
             row["seconds"] = round(loop["seconds"], 3)
             history.append(row)
             tracker.epoch(loop["step"], row)
-            if metrics_path is not None:
-                ckpt.append_line(metrics_path, json_row(row))
-            reached("epoch:metrics")
+            unsaved_rows.append(row)
             # Ties on the metric (common on small validation splits) go to the lower validation loss.
             # Without a validation split (val_fraction 0) every epoch "improves": the last one is kept.
             # A non-finite validation metric never counts as better.
@@ -455,15 +475,25 @@ def _train(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path | No
             else:
                 loop["bad_epochs"] += 1
             loop.update(epoch=epoch + 1, batch=0)
-            save(improved)
+            stopping = bool(config.patience and loop["bad_epochs"] >= config.patience)
+            # Collective: rank 0's clock decides for every rank (save gathers from all of them).
+            flags = torch.tensor([float(checkpoint_due() or not config.checkpoint_seconds), float(stops.signum
+                                 is not None)], device=device)
+            if env.active:
+                flags = distributed.all_reduce_sum(flags)
+            by_time, signalled = (value > 0 for value in flags.tolist())
+            if by_time or signalled or stop or stopping or epoch + 1 == config.epochs or ckpt_dir is None:
+                save(improved)
+            elif improved:  # kept until the next checkpoint writes it as best.safetensors
+                held_best = {k: v.detach().clone() for k, v in model.state_dict().items()}
             if main and not quiet:
                 extras = "  ".join(f"{k}={v:.4f}" for k, v in row.items() if k.startswith("val_"))
                 print(f"epoch {epoch + 1}/{config.epochs}  train_loss={row['train_loss']:.4f}  {extras}  "
                       f"({row['seconds']:.1f}s)", file=sys.stderr)
-            if stop or poll(None)[0]:  # a signal during the last step or validation: this checkpoint is the one
+            if stop or signalled:  # a signal during the last step or validation: this checkpoint is the one
                 if epoch + 1 < config.epochs:
                     raise interrupted(epoch)
-            if config.patience and loop["bad_epochs"] >= config.patience:
+            if stopping:
                 stopped_early = True
                 break
 
