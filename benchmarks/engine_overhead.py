@@ -1,11 +1,14 @@
 """Engine overhead: deepstrata's loop vs a minimal hand-written PyTorch loop.
 
 Both train the same CNN on the same uint8 tensors for the same steps with the same
-augmentation, loss, clipping, schedule and a validation pass per epoch; the engine also
-writes metrics.jsonl and checkpoints each epoch (that is part of what it costs).
-They alternate, several repeats, in one process; the median time ratio is reported, and
-every repeat's seconds are kept in ``benchmarks/results/`` (``--results`` to choose the file).
-Seed 0 throughout (split, initialisation, batches).
+augmentation, loss, clipping, schedule and a validation pass per epoch, in fp32 (the
+engine with ``precision="32"``, so a bf16 CPU compares like with like). The engine runs
+twice: with its defaults (``engine``: metrics.jsonl and checkpoints by time, one per 60 s
+and at the end) and with a checkpoint at every epoch's end (``engine-per-epoch``,
+``checkpoint_seconds=0``: what the engine did before time-based checkpoints). The three
+rotate their order every repeat, in one process; the median time ratio to the hand loop
+is reported, and every repeat's seconds are kept in ``benchmarks/results/`` (``--results``
+to choose the file). Seed 0 throughout (split, initialisation, batches).
 
     python benchmarks/engine_overhead.py --data digits --epochs 5 --repeats 7
 """
@@ -13,6 +16,7 @@ Seed 0 throughout (split, initialisation, batches).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import tempfile
 import time
@@ -72,7 +76,8 @@ def main() -> None:
     splits = split_dataset(load_images(args.data), seed=0)
     if args.max_train:
         splits.train_x, splits.train_y = splits.train_x[: args.max_train], splits.train_y[: args.max_train]
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, device="cpu", seed=0)
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, device="cpu", seed=0, precision="32")
+    variants = {"engine": cfg, "engine-per-epoch": dataclasses.replace(cfg, checkpoint_seconds=0), "hand": None}
     mean, std = channel_stats(splits.train_x)
     shape = tuple(splits.train_x.shape[1:])
 
@@ -80,32 +85,37 @@ def main() -> None:
         torch.manual_seed(0)
         return CNN(shape, len(splits.classes), width=args.width, mean=mean, std=std)
 
-    engine_times, hand_times = [], []
+    names = list(variants)
+    times: dict[str, list[float]] = {name: [] for name in names}
     for repeat in range(args.repeats + 1):
-        for which in ("engine", "hand") if repeat % 2 == 0 else ("hand", "engine"):
+        shift = repeat % len(names)
+        for which in names[shift:] + names[:shift]:  # every variant takes every position in turn
             model = fresh()
             start = time.perf_counter()
-            if which == "engine":
+            if variants[which] is not None:
                 task = ImageClassificationTask(splits.train_x, splits.train_y, splits.val_x, splits.val_y,
                                                num_classes=len(splits.classes), label_smoothing=cfg.label_smoothing)
                 with tempfile.TemporaryDirectory() as tmp:
-                    train(model, task, cfg, Path(tmp), quiet=True)
+                    train(model, task, variants[which], Path(tmp), quiet=True)
             else:
                 hand_loop(model, splits, cfg, padding=ImageClassificationTask(
                     splits.train_x[:1], splits.train_y[:1], splits.val_x, splits.val_y, num_classes=1).padding)
             elapsed = time.perf_counter() - start
             if repeat > 0:  # the first round warms up allocators and caches
-                (engine_times if which == "engine" else hand_times).append(elapsed)
-    ratios = [e / h for e, h in zip(engine_times, hand_times)]
+                times[which].append(elapsed)
     print(f"data={args.data} epochs={args.epochs} width={args.width} batch={args.batch_size} "
           f"threads={torch.get_num_threads()} repeats={args.repeats}")
-    print(f"engine s: {', '.join(f'{t:.2f}' for t in engine_times)}")
-    print(f"hand   s: {', '.join(f'{t:.2f}' for t in hand_times)}")
-    print(f"median ratio engine/hand: {statistics.median(ratios):.3f}  (per-repeat: {', '.join(f'{r:.3f}' for r in ratios)})")
     results = {"data": args.data, "epochs": args.epochs, "width": args.width, "batch_size": args.batch_size,
                "repeats": args.repeats, "max_train": args.max_train, "torch_threads": torch.get_num_threads(),
-               "engine_seconds": engine_times, "hand_seconds": hand_times, "ratios": ratios,
-               "median_ratio": statistics.median(ratios)}
+               "seconds": times}
+    for name in names:
+        print(f"{name:>16} s: {', '.join(f'{t:.3f}' for t in times[name])}")
+    for name in names[:-1]:
+        ratios = [e / h for e, h in zip(times[name], times["hand"])]
+        results[f"ratios_{name}"] = ratios
+        results[f"median_ratio_{name}"] = statistics.median(ratios)
+        print(f"median ratio {name}/hand: {statistics.median(ratios):.3f}  "
+              f"(per-repeat: {', '.join(f'{r:.3f}' for r in ratios)})")
     write_results(args.results or result_path("engine_overhead", 0, Path(args.data).name), results, 0)
 
 

@@ -134,8 +134,9 @@ def test_killed_run_with_lookahead_resumes_exactly(tmp_path):
     from safetensors.torch import load_file
 
     model, task = make()
+    per_epoch = dataclasses.replace(RECIPE, checkpoint_seconds=0)  # a checkpoint at each epoch's end
     with pytest.raises(Crash):
-        train(model, CrashingTask(task, 12), RECIPE, tmp_path / "run", quiet=True)
+        train(model, CrashingTask(task, 12), per_epoch, tmp_path / "run", quiet=True)
     assert ckpt.latest_state(tmp_path / "run" / "checkpoints")["step"] == 8
     fresh, task = make(seed=5)
     train(fresh, task, RECIPE, tmp_path / "run", resume=True, quiet=True)
