@@ -24,7 +24,7 @@ from deepstrata import cli_serve
 from deepstrata import cli_runs
 from deepstrata.cli_args import (IMAGE_FORMATS, POSITIVE_COUNT, Parser, for_verb, in_flag_names, misapplied, number,
                                  os_error_line, task_only, verb_parser)
-from deepstrata.config import CROPS, DEVICES, LR_SCALINGS, PRECISIONS, SCHEDULES, TRANSFER_MODES
+from deepstrata.config import CROPS, DEVICES, LR_SCALINGS, PLATEAU_MODES, PRECISIONS, SCHEDULES, TRANSFER_MODES
 from deepstrata.errors import ConfigError, DeepstrataError, Interrupted
 from deepstrata.model_names import IMAGE_MODELS, MODEL_NAMES
 
@@ -132,6 +132,9 @@ def _add_fit(sub: argparse._SubParsersAction, verb: str = "fit") -> None:
                    help="keep the whole data set on the accelerator and augment there (small data sets)")
     p.add_argument("--checkpoint-every", type=number("train.checkpoint_every"), metavar="STEPS",
                    help="also checkpoint every STEPS steps (default 0: by time only)")
+    p.add_argument("--plateau", choices=PLATEAU_MODES,
+                   help="end a run whose smoothed validation metric stopped improving, after a short cool-down of "
+                        "the learning rate: on, off (default), or auto (on when the epochs are sized from the data)")
     p.add_argument("--checkpoint-seconds", type=number("train.checkpoint_seconds"), metavar="S",
                    help="checkpoint once S seconds of training have passed since the last one, and at the end "
                         "(default 60; 0: at every epoch's end); a stop signal always checkpoints")

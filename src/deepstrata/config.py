@@ -34,7 +34,7 @@ from deepstrata.config_sizing import auto_batch_size, auto_epochs, per_world, re
 from deepstrata.errors import ConfigError
 
 __all__ = [
-    "DEVICES", "SCHEDULES", "PRECISIONS", "OPTIMIZERS", "FLIPS", "FILLS", "LR_SCALINGS", "Number",
+    "DEVICES", "SCHEDULES", "PRECISIONS", "OPTIMIZERS", "FLIPS", "FILLS", "LR_SCALINGS", "PLATEAU_MODES", "Number",
     "POSITIVE_INT", "COUNT", "POSITIVE", "NON_NEGATIVE", "FRACTION", "SEED_MAX", "NUMBERS", "DataConfig",
     "ModelConfig", "TrainConfig", "SPLITS", "INTERACTION_FORMATS", "RecommendConfig", "TEXT_FORMATS",
     "TEXT_POSITIONS", "TEXT_POOLING", "TextConfig", "auto_batch_size", "auto_epochs", "resolved_train",
@@ -50,6 +50,7 @@ FILLS = ("zeros", "reflect")
 CROPS = ("auto", "pad", "resized")
 TRANSFER_MODES = ("linear", "finetune", "gradual")
 LR_SCALINGS = ("none", "linear", "sqrt")
+PLATEAU_MODES = ("off", "on", "auto")  # engine.plateau; auto: on when the epochs are sized from the data
 
 
 def _check_choice(key: str, value: Any, choices: tuple) -> None:
@@ -198,9 +199,12 @@ class TrainConfig:
     unfreeze_at: dict[str, int] = field(default_factory=dict)
     layer_lr_scale: dict[str, float] = field(default_factory=dict)
     tensorboard: bool = False
+    plateau: str = "off"
 
     def __post_init__(self) -> None:
         check_numbers(self, "train")
+        if isinstance(self.plateau, bool):  # YAML 1.1 reads a bare on/off as a boolean
+            object.__setattr__(self, "plateau", "on" if self.plateau else "off")
         _check_choice("train.schedule", self.schedule, SCHEDULES)
         _check_choice("train.device", self.device, DEVICES)
         _check_choice("train.precision", str(self.precision), PRECISIONS)
@@ -209,6 +213,7 @@ class TrainConfig:
         _check_choice("train.translate_fill", self.translate_fill, FILLS)
         _check_choice("train.crop", self.crop, CROPS)
         _check_choice("train.lr_scaling", self.lr_scaling, LR_SCALINGS)
+        _check_choice("train.plateau", str(self.plateau), PLATEAU_MODES)
         if not isinstance(self.batch_per_device, bool):
             raise ConfigError(f"train.batch_per_device: got {self.batch_per_device!r}, expected true or false")
         for key in ("augment", "channels_last", "compile", "data_on_device", "lookahead", "tta", "tensorboard"):

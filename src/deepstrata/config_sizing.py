@@ -28,10 +28,12 @@ def auto_epochs(n_train: int, batch_size: int, target_steps: int = 900) -> int:
 
 
 def resolved_train(train: "TrainConfig", n_train: int) -> "TrainConfig":
-    """``train`` with ``epochs`` and ``batch_size`` filled in from the training-set size."""
+    """``train`` with ``epochs`` and ``batch_size`` filled in from the training-set size, and
+    ``plateau: auto`` made concrete: on when the epochs were sized here (a budget), off when given."""
     batch_size = train.batch_size or auto_batch_size(n_train)
     epochs = train.epochs or auto_epochs(n_train, batch_size)
-    return dataclasses.replace(train, batch_size=batch_size, epochs=epochs)
+    plateau = train.plateau if train.plateau != "auto" else ("on" if train.epochs is None else "off")
+    return dataclasses.replace(train, batch_size=batch_size, epochs=epochs, plateau=plateau)
 
 
 def per_world(train: "TrainConfig", world_size: int) -> "TrainConfig":

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from deepstrata.config import TrainConfig, per_world, resolved_train
 from deepstrata.engine import checkpoint as ckpt
-from deepstrata.engine import distributed, tracking
+from deepstrata.engine import distributed, plateau, tracking
 from deepstrata.engine.devices import autocast, move, resolve_device, synchronize
 from deepstrata.engine.faults import reached
 from deepstrata.engine.lookahead import Lookahead
@@ -186,6 +186,7 @@ class TrainResult:
     stopped_early: bool
     device: str
     history: list[dict]
+    plateau: dict | None = None        # the plateau rule's record, when it ended the run (engine.plateau)
 
 
 def _read_history(path: Path, upto_epoch: int) -> list[dict]:
@@ -259,6 +260,7 @@ def _train(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path | No
     if config.epochs is None or config.batch_size is None:
         # Sized from the data when the caller left them open (see config.resolved_train).
         config = resolved_train(config, getattr(task, "num_examples", 10_000))
+    plateau_on = config.plateau == "on"  # "auto" left here means the caller chose the epochs: they run
     env = distributed.setup(resolve_device(config.device).type)
     config = per_world(config, env.world_size)  # a per-device batch becomes the global one
     device = distributed.device_for_rank(resolve_device(config.device))
@@ -309,6 +311,21 @@ def _train(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path | No
         if metrics_path is not None:
             ckpt.atomic_write_text(metrics_path, "")
     best_state = None if ckpt_dir is not None else {k: v.detach().clone() for k, v in model.state_dict().items()}
+    loop.setdefault("smoothed", [])
+    loop.setdefault("plateau", None)
+    warmup_steps = int(config.warmup_fraction * total_steps) if config.schedule != "constant" else 0
+
+    def rate(step: int) -> float:
+        """The scheduled learning rate, or the plateau rule's cool-down once it has fired."""
+        fired = loop["plateau"]
+        if fired is None:
+            return learning_rate(config, step, total_steps)
+        return plateau.cooldown_lr(fired["from_lr"], config.lr * config.lr_end if config.schedule != "constant"
+                                   else config.lr, step - fired["from_step"], fired["steps"])
+
+    def last_epoch() -> int:
+        return loop["plateau"]["ends_at_epoch"] if loop["plateau"] is not None else config.epochs
+
     net = distributed.wrap(model, device)
     if config.compile:
         net = torch.compile(net)
@@ -395,7 +412,7 @@ def _train(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path | No
             batches = task.train_batches(epoch, config.batch_size, config.seed, first_batch)
             for index, batch in enumerate(batches, first_batch):
                 batch = move(batch, device)
-                lr = learning_rate(config, loop["step"], total_steps)
+                lr = rate(loop["step"])
                 for group in optimizer.param_groups:
                     frozen = epoch >= group.get("until_epoch", math.inf) or epoch < group.get("from_epoch", 0)
                     group["lr"] = 0.0 if frozen else lr * group.get("lr_scale", 1.0)
@@ -455,7 +472,7 @@ def _train(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path | No
             if totals[2].item() and correct is not None:
                 row["train_accuracy"] = totals[1].item() / totals[2].item()
             row.update(task.validate(model, device))
-            row["lr"] = learning_rate(config, loop["step"] - 1, total_steps)
+            row["lr"] = rate(loop["step"] - 1)
             row["seconds"] = round(loop["seconds"], 3)
             history.append(row)
             tracker.epoch(loop["step"], row)
@@ -475,6 +492,19 @@ def _train(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path | No
             else:
                 loop["bad_epochs"] += 1
             loop.update(epoch=epoch + 1, batch=0)
+            value = row.get(metric_key)
+            if plateau_on and loop["plateau"] is None and value is not None and math.isfinite(value):
+                loop["smoothed"] = plateau.smooth(loop["smoothed"], value)
+                fired = plateau.fires(loop["smoothed"], epoch + 1, config.epochs, loop["step"] >= warmup_steps)
+                if fired is not None:
+                    fired.update(metric=metric_key, from_step=loop["step"], from_lr=rate(loop["step"]),
+                                 steps=fired["cooldown_epochs"] * steps_per_epoch)
+                    loop["plateau"] = fired
+                    row["plateau"] = dict(fired)  # the row is written with the next checkpoint
+                    if main and not quiet:
+                        print(f"plateau: smoothed {metric_key} gained {fired['gain']:+.4f} (< {fired['margin']}) over "
+                              f"{fired['over_epochs']} epochs; cooling down for {fired['cooldown_epochs']} epoch(s), "
+                              f"ending at epoch {fired['ends_at_epoch']} of {config.epochs}", file=sys.stderr)
             stopping = bool(config.patience and loop["bad_epochs"] >= config.patience)
             # Collective: rank 0's clock decides for every rank (save gathers from all of them).
             flags = torch.tensor([float(checkpoint_due() or not config.checkpoint_seconds), float(stops.signum
@@ -482,7 +512,7 @@ def _train(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path | No
             if env.active:
                 flags = distributed.all_reduce_sum(flags)
             by_time, signalled = (value > 0 for value in flags.tolist())
-            if by_time or signalled or stop or stopping or epoch + 1 == config.epochs or ckpt_dir is None:
+            if by_time or signalled or stop or stopping or epoch + 1 >= last_epoch() or ckpt_dir is None:
                 save(improved)
             elif improved:  # kept until the next checkpoint writes it as best.safetensors
                 held_best = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -491,10 +521,12 @@ def _train(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path | No
                 print(f"epoch {epoch + 1}/{config.epochs}  train_loss={row['train_loss']:.4f}  {extras}  "
                       f"({row['seconds']:.1f}s)", file=sys.stderr)
             if stop or signalled:  # a signal during the last step or validation: this checkpoint is the one
-                if epoch + 1 < config.epochs:
+                if epoch + 1 < last_epoch():
                     raise interrupted(epoch)
             if stopping:
                 stopped_early = True
+                break
+            if epoch + 1 >= last_epoch():  # the plateau rule's cool-down is over
                 break
 
 
@@ -512,4 +544,5 @@ def _train(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path | No
         stopped_early=stopped_early,
         device=str(device),
         history=history,
+        plateau=loop["plateau"],
     )
