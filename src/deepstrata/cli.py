@@ -134,7 +134,7 @@ def _add_fit(sub: argparse._SubParsersAction, verb: str = "fit") -> None:
                    help="also checkpoint every STEPS steps (default 0: by time only)")
     p.add_argument("--plateau", choices=PLATEAU_MODES,
                    help="end a run whose smoothed validation metric stopped improving, after a short cool-down of "
-                        "the learning rate: on, off (default), or auto (on when the epochs are sized from the data)")
+                        "the learning rate: on, off, or auto (default: on when the epochs are sized from the data, for image runs)")
     p.add_argument("--checkpoint-seconds", type=number("train.checkpoint_seconds"), metavar="S",
                    help="checkpoint once S seconds of training have passed since the last one, and at the end "
                         "(default 60; 0: at every epoch's end); a stop signal always checkpoints")

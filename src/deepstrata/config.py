@@ -135,7 +135,10 @@ class TrainConfig:
     training have passed since the last one (checked every step, mid-epoch too), at the
     end, and on a stop signal; ``checkpoint_seconds: 0`` restores one per epoch. On a
     laptop's tiny epochs a checkpoint per epoch costs more than the epoch; a run killed
-    between two checkpoints repeats at most a minute, exactly as it ran.
+    between two checkpoints repeats at most a minute, exactly as it ran. ``plateau``
+    (``engine.plateau``): ``auto`` ends a run whose smoothed validation metric stopped
+    improving, after a short cool-down, when the epochs were sized from the data (a budget)
+    and the family measured the rule (image runs); ``on`` always, ``off`` never.
 
     The defaults (AdamW, one-cycle, random flips) suit any data. The fields after
     ``threads`` carry the CIFAR-10 speed-run recipe (``configs/cifar10-94.yaml``, after
@@ -199,7 +202,7 @@ class TrainConfig:
     unfreeze_at: dict[str, int] = field(default_factory=dict)
     layer_lr_scale: dict[str, float] = field(default_factory=dict)
     tensorboard: bool = False
-    plateau: str = "off"
+    plateau: str = "auto"
 
     def __post_init__(self) -> None:
         check_numbers(self, "train")

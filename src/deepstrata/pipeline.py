@@ -71,7 +71,7 @@ def fit(data=None, model: str | None = None, *, task: str | None = None, config:
     load_seconds = time.perf_counter() - started
     env = distributed.join(distributed.device_type(cfg.train.device), cfg.train.devices)
     quiet = quiet or not env.is_main
-    cfg = dataclasses.replace(cfg, train=resolved_train(cfg.train, prepared.train_size))
+    cfg = dataclasses.replace(cfg, train=resolved_train(family.resolve_plateau(cfg).train, prepared.train_size))
     family.check_world(cfg, prepared, env.world_size)
     if env.is_main:
         run_dir = prepare_run_dir(run_dir, resume=resume, overwrite=overwrite, data=prepared.guarded_paths,

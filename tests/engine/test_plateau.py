@@ -37,7 +37,7 @@ def test_auto_is_on_only_when_the_epochs_are_sized_from_the_data():
     assert resolved_train(TrainConfig(plateau="auto"), 5_000).plateau == "on"
     assert resolved_train(TrainConfig(plateau="auto", epochs=7), 5_000).plateau == "off"
     assert resolved_train(TrainConfig(plateau="on", epochs=7), 5_000).plateau == "on"
-    assert TrainConfig().plateau == "off"
+    assert TrainConfig().plateau == "auto"
 
 
 def test_a_yaml_on_or_off_is_read_as_the_mode(tmp_path):
@@ -103,3 +103,16 @@ def test_a_run_killed_in_its_cool_down_resumes_exactly(tmp_path):
     assert result.plateau == fired and result.epochs_run == ref.epochs_run
     for key, value in reference.state_dict().items():
         assert torch.equal(value, fresh.state_dict()[key]), key
+
+
+def test_auto_is_off_for_a_family_the_rule_was_not_measured_on():
+    from deepstrata.config import RunConfig
+    from deepstrata.families.image.family import ImageFamily
+    from deepstrata.families.recommend.family import RecommendFamily
+    from deepstrata.families.text.family import TextFamily
+
+    assert ImageFamily().resolve_plateau(RunConfig()).train.plateau == "auto"  # measured: sized epochs get it
+    for family in (TextFamily(), RecommendFamily()):
+        assert family.resolve_plateau(RunConfig()).train.plateau == "off", family.name
+    asked = RunConfig(train=TrainConfig(plateau="on"))
+    assert TextFamily().resolve_plateau(asked) is asked  # asked for: kept

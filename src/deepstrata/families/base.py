@@ -115,6 +115,18 @@ class Family(ABC):
     def check_world(self, cfg, prepared: Prepared, world_size: int) -> None:
         """Refuse, before anything is written, what this family cannot do on ``world_size`` processes."""
 
+    # Whether ``train.plateau: auto`` may end this family's runs early (engine.plateau): only where the rule
+    # was measured to keep the accuracy of the full budget; elsewhere auto means off.
+    plateau_measured: bool = False
+
+    def resolve_plateau(self, cfg):
+        """``cfg`` with ``plateau: auto`` turned off for a family the rule was not measured on."""
+        import dataclasses
+
+        if cfg.train.plateau != "auto" or self.plateau_measured:
+            return cfg
+        return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, plateau="off"))
+
     # Set where bf16 was measured to lose accuracy (or was not measured) for this family: under
     # ``--precision auto`` its runs then train in fp32 on any hardware, and this says why.
     auto_keeps_fp32: str = ""
