@@ -28,11 +28,12 @@ def auto_epochs(n_train: int, batch_size: int, target_steps: int = 900) -> int:
 
 
 def resolved_train(train: "TrainConfig", n_train: int) -> "TrainConfig":
-    """``train`` with ``epochs`` and ``batch_size`` filled in from the training-set size, and
-    ``plateau: auto`` made concrete: on when the epochs were sized here (a budget), off when given."""
+    """``train`` with ``epochs`` and ``batch_size`` filled in from the training-set size; ``plateau: auto``
+    becomes on when the epochs are sized here (a budget). With given epochs it stays auto, which the loop
+    reads as off, so a config that needs no sizing comes back unchanged."""
     batch_size = train.batch_size or auto_batch_size(n_train)
     epochs = train.epochs or auto_epochs(n_train, batch_size)
-    plateau = train.plateau if train.plateau != "auto" else ("on" if train.epochs is None else "off")
+    plateau = "on" if train.plateau == "auto" and train.epochs is None else train.plateau
     return dataclasses.replace(train, batch_size=batch_size, epochs=epochs, plateau=plateau)
 
 

@@ -224,7 +224,7 @@ def test_folder_run_predicts_with_its_training_preprocessing(tmp_path, monkeypat
 
     seen = []
     original = verbs.logits
-    monkeypatch.setattr(verbs, "logits", lambda r, images: seen.append(images) or original(r, images))
+    monkeypatch.setattr(verbs, "logits", lambda r, images, **kw: seen.append(images) or original(r, images, **kw))
     portrait = tmp_path / "photos" / "dog" / "3.jpg"
     assert len(run.predict(portrait)) == 1
     trained = load_images(source, model="cnn", device="cpu")  # the training read, file by file

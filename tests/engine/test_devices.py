@@ -15,6 +15,7 @@ from deepstrata.cli import main
 from deepstrata.engine import devices
 from deepstrata.families.recommend.family import RecommendFamily
 from deepstrata.config import RunConfig, TrainConfig
+from deepstrata.run import Run
 
 CPU = torch.device("cpu")
 
@@ -81,3 +82,14 @@ def test_a_fit_saves_the_resolved_precision_and_its_reason(monkeypatch, capsys, 
     assert provenance["precision_reason"] == devices.resolve_precision("auto", CPU)[1]
     shown = "fp32" if saved == "32" else saved
     assert f"precision: {shown} ({provenance['precision_reason']})" in err
+    # evaluate scores in the run's precision, whatever this machine has now: the fit's test figures again
+    monkeypatch.setattr(devices, "cpu_bf16_feature", lambda: None)
+    scored = next(row for row in json.loads((out / "comparison.json").read_text())["rows"] if row["kind"] == "learned")
+    run = Run(out)
+    assert run.evaluate()["metrics"] == pytest.approx(scored["metrics"])
+    from deepstrata.data.images import read_digits
+    from deepstrata.families.image.verbs import logits
+
+    images = read_digits().x[:64]
+    as_scored, as_predicted = logits(run, images, as_scored=True), logits(run, images)
+    assert torch.equal(as_scored, as_predicted) == (saved == "32")  # bf16 logits differ in their low bits

@@ -35,7 +35,7 @@ def test_the_cool_down_falls_linearly_to_the_end_rate():
 
 def test_auto_is_on_only_when_the_epochs_are_sized_from_the_data():
     assert resolved_train(TrainConfig(plateau="auto"), 5_000).plateau == "on"
-    assert resolved_train(TrainConfig(plateau="auto", epochs=7), 5_000).plateau == "off"
+    assert resolved_train(TrainConfig(plateau="auto", epochs=7), 5_000).plateau == "auto"  # the loop: off
     assert resolved_train(TrainConfig(plateau="on", epochs=7), 5_000).plateau == "on"
     assert TrainConfig().plateau == "auto"
 
@@ -81,9 +81,10 @@ def test_a_saturated_run_cools_down_and_ends_early_and_says_so(tmp_path, capsys)
     assert "plateau: smoothed val_accuracy gained" in capsys.readouterr().err
 
 
-def test_off_runs_every_epoch(tmp_path):
+@pytest.mark.parametrize("mode", ["off", "auto"])  # auto with the epochs given: they all run
+def test_off_runs_every_epoch(tmp_path, mode):
     model, task = make()
-    result = train(model, Saturating(task), dataclasses.replace(CFG, plateau="off"), tmp_path, quiet=True)
+    result = train(model, Saturating(task), dataclasses.replace(CFG, plateau=mode), tmp_path, quiet=True)
     assert result.plateau is None and result.epochs_run == CFG.epochs
 
 

@@ -97,7 +97,7 @@ def evaluate(run, data: str | None = None, data_dir: str | None = None) -> dict:
         x, y, which = dataset.x, dataset.y, "all examples"
     x = match_shape(x, channels, height, width, source)
     y = map_labels(y, dataset.classes, run.classes, source)
-    predicted = logits(run, x).argmax(1).numpy()
+    predicted = logits(run, x, as_scored=True).argmax(1).numpy()
     truth = y.numpy()
     result = classification_metrics(truth, predicted, len(run.classes))
     return {
@@ -121,13 +121,15 @@ def evaluate_shards(run, source: str) -> dict:
         "confusion": confusion_matrix(truth, predicted, len(run.classes)).tolist(),
     }
 
-def logits(run, images: torch.Tensor) -> torch.Tensor:
-    """Logits as the run scored its test split: with test-time augmentation if it trained with it."""
+def logits(run, images: torch.Tensor, *, as_scored: bool = False) -> torch.Tensor:
+    """Logits with test-time augmentation if the run trained with it; in fp32 (what predict and an export
+    give), or with ``as_scored`` in the run's own precision, as its fit scored the test split (evaluate)."""
     from deepstrata.families.image.task import flip_mode, predict_logits
 
     train = run.config.train
     mirror = flip_mode(train.flip, run.info["spec"]["in_shape"][0]) != "none"
-    return predict_logits(run.model, images, run.device, tta=train.tta, mirror=mirror)
+    precision = str(train.precision) if as_scored else "32"
+    return predict_logits(run.model, images, run.device, precision=precision, tta=train.tta, mirror=mirror)
 
 
 def _shard_test_split(run, source: str) -> tuple[np.ndarray, np.ndarray]:
@@ -145,7 +147,7 @@ def _shard_test_split(run, source: str) -> tuple[np.ndarray, np.ndarray]:
     truth, predicted = [], []
     for images, labels in test.chunks(4096):
         labels = map_labels(torch.from_numpy(np.ascontiguousarray(labels)), shards.classes, run.classes, source)
-        predicted.append(logits(run, torch.from_numpy(np.ascontiguousarray(images))).argmax(1).numpy())
+        predicted.append(logits(run, torch.from_numpy(np.ascontiguousarray(images)), as_scored=True).argmax(1).numpy())
         truth.append(labels.numpy())
     return np.concatenate(truth), np.concatenate(predicted)
 

@@ -259,7 +259,8 @@ def evaluate_text(run, data: str | None = None) -> dict:
                         f"({', '.join(run.classes)})")
     truth = np.array([run.classes.index(dataset.classes[y]) for y in labels], dtype=np.int64)
     ids = run_tokenizer(run).encode(texts).ids
-    predicted = predict_logits(run.model, ids, run.device).argmax(1).numpy()
+    # in the run's own precision, as its fit scored the test split (predict stays fp32, as an export)
+    predicted = predict_logits(run.model, ids, run.device, precision=str(run.config.train.precision)).argmax(1).numpy()
     num_classes = len(run.classes)
     return {
         "data": source, "split": which + columns, "examples": int(len(truth)),
