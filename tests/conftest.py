@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -16,3 +17,8 @@ def shared_data() -> Path:
         pytest.skip(f"{SHARED_DATA} not present")
     return SHARED_DATA
 
+
+# The suite's figures are fp32 on every machine: `--precision auto` would pick bf16 on a CPU with
+# AVX512-BF16 or AMX, and tests compare numbers with plain PyTorch and between processes. Set before
+# any test runs, so CLI fits in subprocesses inherit it; tests of `auto` fake the probe themselves.
+os.environ["DEEPSTRATA_CPU_BF16"] = "0"

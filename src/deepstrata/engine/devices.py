@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 
 import torch
 
@@ -27,13 +28,30 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-@functools.lru_cache(maxsize=None)
-def cpu_bf16_feature() -> str | None:
-    """The CPU feature that runs bf16 matrix work natively (AMX or AVX512-BF16), or None; probed once.
+CPU_BF16_ENV = "DEEPSTRATA_CPU_BF16"
+"""Overrides the CPU probe: ``0`` (no native bf16), or the feature's name (``AMX``, ``AVX512-BF16``).
 
-    Asked of torch itself (what its oneDNN kernels will use), then of ``/proc/cpuinfo``. On
-    a CPU without either, bf16 autocast is emulated and slower than fp32, so ``auto`` keeps fp32.
+For a container or VM whose CPU flags do not say what the host runs, and for the test suite,
+which sets ``0`` so that its figures are fp32 on every machine (tests that check ``auto``
+fake the probe instead)."""
+
+
+def cpu_bf16_feature() -> str | None:
+    """The CPU feature that runs bf16 matrix work natively (AMX or AVX512-BF16), or None.
+
+    ``DEEPSTRATA_CPU_BF16`` when set; else asked of torch itself (what its oneDNN kernels will
+    use), then of ``/proc/cpuinfo``, once per process. On a CPU without either, bf16 autocast
+    is emulated and slower than fp32, so ``auto`` keeps fp32.
     """
+    forced = os.environ.get(CPU_BF16_ENV)
+    if forced is not None:
+        return None if forced.strip() in ("", "0") else forced.strip()
+    return probe_cpu_bf16()
+
+
+@functools.lru_cache(maxsize=None)
+def probe_cpu_bf16() -> str | None:
+    """What this CPU has, asked of torch and of ``/proc/cpuinfo`` (``cpu_bf16_feature`` without the override)."""
     for feature, probe in (("AMX", "_is_amx_tile_supported"), ("AVX512-BF16", "_is_avx512_bf16_supported")):
         check = getattr(torch.cpu, probe, None)
         if check is not None and check():
