@@ -493,6 +493,7 @@ def _train(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path | No
                 loop["bad_epochs"] += 1
             loop.update(epoch=epoch + 1, batch=0)
             value = row.get(metric_key)
+            announce = None
             if plateau_on and loop["plateau"] is None and value is not None and math.isfinite(value):
                 loop["smoothed"] = plateau.smooth(loop["smoothed"], value)
                 fired = plateau.fires(loop["smoothed"], epoch + 1, config.epochs, loop["step"] >= warmup_steps)
@@ -501,10 +502,9 @@ def _train(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path | No
                                  steps=fired["cooldown_epochs"] * steps_per_epoch)
                     loop["plateau"] = fired
                     row["plateau"] = dict(fired)  # the row is written with the next checkpoint
-                    if main and not quiet:
-                        print(f"plateau: smoothed {metric_key} gained {fired['gain']:+.4f} (< {fired['margin']}) over "
-                              f"{fired['over_epochs']} epochs; cooling down for {fired['cooldown_epochs']} epoch(s), "
-                              f"ending at epoch {fired['ends_at_epoch']} of {config.epochs}", file=sys.stderr)
+                    announce = (f"plateau: smoothed {metric_key} gained {fired['gain']:+.4f} (< {fired['margin']}) "
+                                f"over {fired['over_epochs']} epochs; cooling down for {fired['cooldown_epochs']} "
+                                f"epoch(s), ending at epoch {fired['ends_at_epoch']} of {config.epochs}")
             stopping = bool(config.patience and loop["bad_epochs"] >= config.patience)
             # Collective: rank 0's clock decides for every rank (save gathers from all of them).
             flags = torch.tensor([float(checkpoint_due() or not config.checkpoint_seconds), float(stops.signum
@@ -520,6 +520,8 @@ def _train(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path | No
                 extras = "  ".join(f"{k}={v:.4f}" for k, v in row.items() if k.startswith("val_"))
                 print(f"epoch {epoch + 1}/{config.epochs}  train_loss={row['train_loss']:.4f}  {extras}  "
                       f"({row['seconds']:.1f}s)", file=sys.stderr)
+                if announce is not None:  # after the line of the epoch that fired it
+                    print(announce, file=sys.stderr)
             if stop or signalled:  # a signal during the last step or validation: this checkpoint is the one
                 if epoch + 1 < last_epoch():
                     raise interrupted(epoch)
