@@ -57,9 +57,11 @@ def test_a_resume_after_the_clock_stepped_back_still_reads_each_step_once(tmp_pa
     run = tmp_path / "killed"
     shutil.copytree(runs_folder(tmp_path_factory) / "killed", run)
     for path in (run / tracking.DIR).glob("*tfevents*"):
-        parts = path.name.split(".")
+        parts = path.name.split(".")  # events.out.tfevents.<time>.<host>.<pid>.<n>
         parts[3] = str(int(parts[3]) + 86_400)  # stamped a day ahead of now
-        path.rename(path.with_name(".".join(parts)))
+        ahead = path.rename(path.with_name(".".join(parts)))
+        parts[5] = "0"  # and a second copy, as a resume killed between its flush and its deletes leaves
+        shutil.copy(ahead, ahead.with_name(".".join(parts)))
     assert main(["fit", *ARGS, "--no-baselines", "--out", str(run), "--resume"]) == 0
     acc = _events(run)
     assert _steps(acc, "train/loss") == list(range(1, STEPS + 1))

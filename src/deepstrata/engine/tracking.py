@@ -103,16 +103,20 @@ class Tracker:
 
 
 def _carry_events(paths: list[Path], last_step: int, writer) -> None:
-    """Copy the events of ``paths`` at steps 1..``last_step`` into ``writer`` (ordered by step, stable),
-    flush, then delete ``paths``: a crash in between leaves both copies, which the reader's
-    backwards-step purge still resolves to one."""
+    """Copy the events of ``paths`` at steps 1..``last_step`` into ``writer`` (ordered by step, stable, each
+    step and tag once), flush, then delete ``paths``. A crash between the flush and the deletes leaves both
+    files; the next resume carries them again, still each step and tag once."""
     from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
     from tensorboard.compat.proto.event_pb2 import Event
 
     # The raw records, parsed as written: the higher-level loader migrates scalars to tensors.
     events = (Event.FromString(record) for path in paths for record in RawEventFileLoader(str(path)).Load())
-    kept = [event for event in events
-            if event.WhichOneof("what") != "file_version" and 0 < event.step <= last_step]
+    kept, seen = [], set()
+    for event in events:
+        key = (event.step, event.WhichOneof("what"), tuple(value.tag for value in event.summary.value))
+        if event.WhichOneof("what") != "file_version" and 0 < event.step <= last_step and key not in seen:
+            seen.add(key)
+            kept.append(event)
     kept.sort(key=lambda event: event.step)
     for event in kept:
         writer.file_writer.add_event(event, event.step, event.wall_time)
