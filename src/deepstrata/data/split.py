@@ -28,6 +28,18 @@ class Labelled(Protocol):
 
 
 @dataclass
+class Positions:
+    """A ``Labelled`` whose ``x`` are the examples' positions: how data that is not a tensor (texts, a
+    run's training source in an update) goes through ``split_dataset``, the one split rule."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    classes: list[str]
+    test_x: torch.Tensor | None
+    test_y: torch.Tensor | None
+
+
+@dataclass
 class Splits:
     """Three disjoint parts; ``test_is_official`` says the test part came with the data.
 

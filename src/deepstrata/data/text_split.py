@@ -35,20 +35,12 @@ def split_text(ds: TextDataset, *, seed: int, val_fraction: float = 0.1, test_fr
 
     Row indices stand in for the examples, so texts and images are split by one function.
     """
-    from deepstrata.data.split import split_dataset
+    from deepstrata.data.split import Positions, split_dataset
 
     check_classes(ds, ds.source or "<in-memory texts>")  # a TextDataset built in code is checked here
     official = ds.test_texts is not None and ds.test_labels is not None
 
-    @dataclass
-    class _Indexed:
-        x: torch.Tensor
-        y: torch.Tensor
-        classes: list[str]
-        test_x: torch.Tensor | None
-        test_y: torch.Tensor | None
-
-    indexed = _Indexed(
+    indexed = Positions(
         x=torch.arange(len(ds.texts)), y=torch.from_numpy(np.asarray(ds.labels, dtype=np.int64)), classes=ds.classes,
         test_x=torch.arange(len(ds.test_texts)) if official else None,
         test_y=torch.from_numpy(np.asarray(ds.test_labels, dtype=np.int64)) if official else None,

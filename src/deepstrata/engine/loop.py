@@ -514,7 +514,7 @@ def _train(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path | No
             by_time, signalled = (value > 0 for value in flags.tolist())
             if by_time or signalled or stop or stopping or epoch + 1 >= last_epoch() or ckpt_dir is None:
                 save(improved)
-            elif improved:  # kept until the next checkpoint writes it as best.safetensors
+            elif improved and main:  # kept until the next checkpoint writes it as best.safetensors (rank 0)
                 held_best = {k: v.detach().clone() for k, v in model.state_dict().items()}
             if main and not quiet:
                 extras = "  ".join(f"{k}={v:.4f}" for k, v in row.items() if k.startswith("val_"))

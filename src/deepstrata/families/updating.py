@@ -136,27 +136,18 @@ class Parts:
     official: bool
 
 
-@dataclass
-class _Indexed:
-    x: torch.Tensor
-    y: torch.Tensor
-    classes: list[str]
-    test_x: torch.Tensor | None
-    test_y: torch.Tensor | None
-
-
 def split_parts(y, test_y, classes: list[str], cfg, labels_per_class: int | None = None) -> Parts:
     """The split a run made of a source (``data.split.split_dataset`` with its seed and fractions), as indices.
 
     Splitting indices rather than the examples lets an update take replay from the training
     and validation parts and *prove* that nothing of the test part is among them.
     """
-    from deepstrata.data.split import limit_labels, split_dataset
+    from deepstrata.data.split import Positions, limit_labels, split_dataset
 
     y = torch.as_tensor(np.asarray(y), dtype=torch.int64)
     official = test_y is not None
     test_y = torch.as_tensor(np.asarray(test_y), dtype=torch.int64) if official else None
-    indexed = _Indexed(torch.arange(len(y)), y, list(classes), torch.arange(len(test_y)) if official else None, test_y)
+    indexed = Positions(torch.arange(len(y)), y, list(classes), torch.arange(len(test_y)) if official else None, test_y)
     splits = split_dataset(indexed, seed=cfg.train.seed, val_fraction=cfg.data.val_fraction,
                            test_fraction=cfg.data.test_fraction)
     if labels_per_class is not None:

@@ -1,36 +1,43 @@
-"""``DIR/index.html`` opened in headless Chromium with the network cut off: the page's own script runs and sorts.
+"""The runs index page (``deepstrata runs DIR --html``) in headless Chromium, network cut off: a documented check.
 
-Skipped when no Chromium is installed (``chromium``, ``chromium-browser``, ``google-chrome``,
-``headless_shell`` … on PATH); ``DEEPSTRATA_CHROMIUM=/path/to/chrome`` names the binary instead
-of searching PATH, and a name there that is not an executable skips the test too (so the skip
-can be checked with ``DEEPSTRATA_CHROMIUM=/nonexistent``).
+Run by hand where a Chromium is installed (``apt-get install chromium``; the test suite does not
+need one). It builds a small runs folder — two finished two-epoch digits runs with different
+learning rates (seed 1), a failed run and a foreign folder — writes its index page and opens it in
+headless Chromium with ``--host-resolver-rules="MAP * ~NOTFOUND"`` and a proxy that refuses every
+connection, so a page that fetched anything would show it broken. On a copy of the page with a
+probe appended it records any JavaScript error, clicks the headers as a reader would, reads back
+the row order, checks the curve images decoded, lists every resource loaded (``performance``)
+and every ``src``/``href`` in the live DOM (``--dump-dom`` brings that back as JSON). A
+screenshot of the real page must be a real picture: the table's text and both curves' colours.
+Any failed check ends the script with a traceback and status 1.
 
-The browser gets ``--host-resolver-rules="MAP * ~NOTFOUND"`` and a proxy that refuses every
-connection, so a page that fetched anything would show it broken; the page must not need to.
-What the script does is checked on a copy of ``index.html`` with a probe appended: it records
-any JavaScript error, clicks the headers as a reader would, reads back the row order, checks the
-curve images decoded, and lists every resource the page loaded (``performance``) and every
-``src``/``href`` in the live DOM; ``--dump-dom`` brings that back as JSON. A screenshot of the
-real page (``--screenshot``) must be a real picture: the table's text and the curves' colours.
+    python benchmarks/runs_index_browser.py [--chromium PATH] [--screenshot docs/images/runs_index.png]
+
+Raw output: ``benchmarks/results/runs_index_browser_<date>_<machine>_seed1.json`` (the browser's
+version, what the probe saw, the screenshot's statistics).
 """
 
 from __future__ import annotations
 
+import argparse
 import html
 import json
 import os
 import re
 import shutil
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
-import pytest
+from PIL import Image
 
-from deepstrata.cli import main
+from deepstrata.cli import main as cli
+from deepstrata.rundir import abandon_run, prepare_run_dir
 from deepstrata.runs_index import INDEX
 from deepstrata.runs_table import list_runs
-from tests.tracked_runs import failed_run
+from results_io import result_path, write_results
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome",
               "headless_shell", "chrome-headless-shell")
@@ -86,47 +93,27 @@ CATCH = ('<script>window.__probeErrors = []; addEventListener("error", function 
          '{ window.__probeErrors.push(String(e.message)); });</script>')
 
 
-def chromium() -> str | None:
-    """The Chromium to use: ``DEEPSTRATA_CHROMIUM`` if set (a path or a name on PATH), else the first on PATH."""
-    chosen = os.environ.get("DEEPSTRATA_CHROMIUM")
-    if chosen:
-        if os.path.isfile(chosen) and os.access(chosen, os.X_OK):
-            return chosen
-        return shutil.which(chosen)
-    return next((found for name in CANDIDATES if (found := shutil.which(name))), None)
-
-
-@pytest.fixture(scope="module")
-def browser() -> str:
-    found = chromium()
+def chromium(chosen: str | None) -> str:
+    """The Chromium to use: ``--chromium`` (a path or a name on PATH), else the first of CANDIDATES on PATH."""
+    found = (chosen if chosen and os.path.isfile(chosen) and os.access(chosen, os.X_OK)
+             else shutil.which(chosen) if chosen
+             else next((path for name in CANDIDATES if (path := shutil.which(name))), None))
     if found is None:
-        chosen = os.environ.get("DEEPSTRATA_CHROMIUM")
-        pytest.skip(f"DEEPSTRATA_CHROMIUM={chosen}: not an executable" if chosen else
-                    f"no headless Chromium installed (none of {', '.join(CANDIDATES)} on PATH; "
-                    "apt-get install chromium, or set DEEPSTRATA_CHROMIUM)")
+        sys.exit(f"no Chromium: {chosen or ', '.join(CANDIDATES)} (apt-get install chromium, or --chromium PATH)")
     return found
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
+def build(runs: Path) -> Path:
     """Two finished two-epoch digits runs (different learning rates), a failed one and a foreign folder."""
-    runs = tmp_path_factory.mktemp("browser-runs") / "runs"
     for name, lr in (("slow", "0.003"), ("fast", "0.03")):
-        assert main(["fit", "--data", "digits", "--epochs", "2", "--width", "8", "--batch-size", "128",
-                     "--lr", lr, "--no-baselines", "--device", "cpu", "--threads", "1", "--seed", "1",
-                     "--quiet", "--out", str(runs / name)]) == 0
-    failed_run(runs)
+        assert cli(["fit", "--data", "digits", "--epochs", "2", "--width", "8", "--batch-size", "128",
+                    "--lr", lr, "--no-baselines", "--device", "cpu", "--threads", "1", "--seed", "1",
+                    "--quiet", "--out", str(runs / name)]) == 0
+    failed = prepare_run_dir(runs / "failed", resume=False, overwrite=False, quiet=True)
+    abandon_run(failed, RuntimeError("the data source vanished while reading"))
     (runs / "notes").mkdir()
     (runs / "notes" / "todo.txt").write_text("try a wider cnn\n")
-    return runs
-
-
-@pytest.fixture()
-def folder(built, tmp_path):
-    """A copy of the runs with its index page written by ``deepstrata runs DIR --html``."""
-    runs = tmp_path / "runs"
-    shutil.copytree(built, runs)
-    assert main(["runs", str(runs), "--html"]) == 0
+    assert cli(["runs", str(runs), "--html"]) == 0
     return runs
 
 
@@ -142,7 +129,8 @@ def headless(binary: str, profile: Path, *args: str) -> subprocess.CompletedProc
     return done
 
 
-def test_the_page_sorts_in_a_browser_and_loads_nothing(browser, folder, tmp_path):
+def check_page(browser: str, folder: Path, work: Path) -> dict:
+    """The page's own script sorts, raises nothing, decodes its curves, loads nothing, never scrolls sideways."""
     page = (folder / INDEX).read_text(encoding="utf-8")
     # Self-contained: no reference out of the page (links to the runs' reports are relative).
     assert not re.search(r'(src|href)\s*=\s*"(https?:|//|file:)', page)
@@ -150,7 +138,7 @@ def test_the_page_sorts_in_a_browser_and_loads_nothing(browser, folder, tmp_path
     probe = folder / "probe.html"  # next to index.html, so the report links resolve the same way
     probe.write_text(page.replace("<head>", "<head>" + CATCH, 1).replace("</body>", PROBE + "</body>", 1),
                      encoding="utf-8")
-    dom = headless(browser, tmp_path / "profile", "--dump-dom", probe.as_uri()).stdout
+    dom = headless(browser, work / "profile", "--dump-dom", probe.as_uri()).stdout
     found = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)
     assert found, dom[-2000:]
     seen = json.loads(html.unescape(found.group(1)))
@@ -181,18 +169,44 @@ def test_the_page_sorts_in_a_browser_and_loads_nothing(browser, folder, tmp_path
     assert all((folder / name / "report.html").is_file() for name in tests)
     # The page never scrolls sideways: a table wider than the window scrolls inside its own box.
     assert seen["page_width"] <= seen["window_width"], seen
+    return seen
 
 
-def test_a_screenshot_of_the_page_shows_the_table_and_the_curves(browser, folder, tmp_path):
-    shot = tmp_path / "index.png"
-    done = headless(browser, tmp_path / "profile", f"--screenshot={shot}", (folder / INDEX).as_uri())
+def check_screenshot(browser: str, folder: Path, work: Path, shot: Path) -> dict:
+    """Neither blank nor a block of colour, and both runs' curves drawn inside the window."""
+    done = headless(browser, work / "profile-shot", f"--screenshot={shot}", (folder / INDEX).as_uri())
     assert shot.is_file() and shot.stat().st_size > 20_000, done.stderr[-2000:]
-    image = pytest.importorskip("PIL.Image").open(shot).convert("RGB")
+    image = Image.open(shot).convert("RGB")
     assert image.size == tuple(int(n) for n in WINDOW.split(","))
     pixels = np.asarray(image, dtype=np.int16).reshape(-1, 3)
     ink = float((pixels.sum(axis=1) < 600).mean())
     assert 0.01 < ink < 0.5, ink  # text and lines on a white page: neither blank nor a block of colour
     assert len(np.unique(pixels.astype(np.int32) @ np.array([65536, 256, 1]))) > 100  # distinct colours
+    found = {}
     for colour in CURVE_COLOURS:  # both runs' curves drawn, inside the window
         near = int((np.abs(pixels - np.array(colour)).sum(axis=1) < 60).sum())
         assert near > 200, (colour, near)
+        found[str(colour)] = near
+    return {"ink": ink, "curve_pixels": found, "bytes": shot.stat().st_size}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--chromium", default=None, help="the browser (default: the first Chromium on PATH)")
+    parser.add_argument("--screenshot", type=Path, default=None, help="also keep the screenshot here")
+    parser.add_argument("--results", type=Path, default=None)
+    options = parser.parse_args()
+    browser = chromium(options.chromium)
+    version = subprocess.run([browser, "--version"], capture_output=True, text=True).stdout.strip()
+    work = Path(tempfile.mkdtemp(prefix="index-browser-"))
+    folder = build(work / "runs")
+    seen = check_page(browser, folder, work)
+    shot = options.screenshot or work / "index.png"
+    picture = check_screenshot(browser, folder, work, shot)
+    print(f"{version}: every check passed; screenshot {shot}", file=sys.stderr)
+    write_results(options.results or result_path(__file__, 1), {"browser": version, "probe": seen,
+                                                               "screenshot": {"path": str(shot), **picture}}, 1)
+
+
+if __name__ == "__main__":
+    main()
