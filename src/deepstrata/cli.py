@@ -117,8 +117,9 @@ def _add_fit(sub: argparse._SubParsersAction, verb: str = "fit") -> None:
                    help="seed for the split, initialisation and batches, 0 to 2^32-1 (default 0)")
     p.add_argument("--device", choices=DEVICES, help="where to train (default auto: CUDA, then MPS, then CPU)")
     p.add_argument("--precision", choices=PRECISIONS, help="auto (default: bf16 where the hardware runs it natively, else fp32), 32, bf16 or fp16 autocast")
-    task_only(p.add_argument("--channels-last", action="store_true", default=None,
-                             help="channels-last memory format"), "image", "text")
+    task_only(p.add_argument("--channels-last", nargs="?", const="on", choices=("auto", "on", "off"), default=None,
+                             help="channels-last (NHWC) memory format: on (the bare flag), off, or auto (default: on "
+                                  "for convolutional image models)"), "image", "text")
     p.add_argument("--threads", type=number("train.threads"), help="torch CPU threads (default: torch's choice)")
     p.add_argument("--devices", type=number("train.devices"), help="data-parallel processes on this machine (DDP: "
                    "gloo on CPU, NCCL on CUDA); --batch-size stays the global batch, split evenly across processes")

@@ -80,6 +80,7 @@ def fit(data=None, model: str | None = None, *, task: str | None = None, config:
     resuming = resume_point(run_dir, resume, quiet)
     device = distributed.rank_device(cfg.train.device)
     cfg, precision_reason = family.resolve_precision(cfg, device)
+    cfg, layout_reason = family.resolve_channels_last(cfg, device)
     if env.is_main and not resuming:  # a resume rewrites its records only once its training has run
         ckpt.atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
     for line in family.describe(cfg, prepared, load_seconds):
@@ -87,6 +88,8 @@ def fit(data=None, model: str | None = None, *, task: str | None = None, config:
 
     if precision_reason != "as asked":
         _say(quiet, f"precision: {'fp32' if cfg.train.precision == '32' else cfg.train.precision} ({precision_reason})")
+    if cfg.train.channels_last is True and layout_reason != "as asked":
+        _say(quiet, f"memory format: channels-last ({layout_reason})")
     fitting = FitContext(run_dir=run_dir, resuming=resuming, resume_asked=resume, device=device, env=env,
                          quiet=quiet, precision_reason=precision_reason)
     built = family.build(cfg, prepared, fitting)

@@ -274,7 +274,7 @@ def _train(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path | No
     # augmentation come from batch_generator, the same on every rank.
     torch.manual_seed(config.seed + env.rank)
     model.to(device)
-    if config.channels_last:
+    if config.uses_channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, config)
     scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")

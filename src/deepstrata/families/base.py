@@ -144,6 +144,21 @@ class Family(ABC):
             return cfg, reason
         return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision=precision)), reason
 
+    # The models whose convolutions run faster channels-last (NHWC): ``train.channels_last: auto`` turns the
+    # format on for them (measured on the CPU: benchmarks/cpu_train_options.py) and off for everything else.
+    convolutional_models: tuple[str, ...] = ()
+
+    def resolve_channels_last(self, cfg, device):
+        """(``cfg`` with ``train.channels_last`` true or false, why, or "as asked" when it was not ``auto``)."""
+        import dataclasses
+
+        if cfg.train.channels_last != "auto":
+            return cfg, "as asked"
+        on = cfg.model.name in self.convolutional_models and device.type in ("cpu", "cuda")
+        reason = (f"auto: {cfg.model.name} is convolutional, and {device.type} convolutions run faster in NHWC" if on
+                  else "auto: only convolutional image models on a CPU or CUDA GPU use it")
+        return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, channels_last=on)), reason
+
     @abstractmethod
     def build(self, cfg, prepared: Prepared, fit: FitContext) -> Built:
         """The model (seeded), the loop ``Task`` that feeds it, and the model.json record."""

@@ -229,7 +229,7 @@ def build(cfg, prepared: Prepared, fit: FitContext) -> Built:
         splits.val_y.to(data_device), num_classes=len(splits.classes), augment=t.augment,
         flip=flip_mode(t.flip, in_shape[0]), translate=t.translate, translate_fill=t.translate_fill, crop=t.crop,
         label_smoothing=t.label_smoothing, eval_batch_size=t.eval_batch_size, precision=t.precision,
-        channels_last=t.channels_last, tta=t.tta,
+        channels_last=t.uses_channels_last, tta=t.tta,
     )
     data = {"source": dataset.source, "format": dataset.format, "notes": dataset.notes + splits.notes,
             "input_shape": list(in_shape), "augmentation": task.describe_augmentation()}
@@ -273,7 +273,7 @@ def _build_sharded(cfg, sharded: Sharded, fit: FitContext) -> Built:
         flip=flip_mode(cfg.train.flip, in_shape[0]) == "random", crop=resolve_crop(cfg.train.crop),
         label_smoothing=cfg.train.label_smoothing,
         eval_batch_size=cfg.train.eval_batch_size, precision=cfg.train.precision,
-        channels_last=cfg.train.channels_last,
+        channels_last=cfg.train.uses_channels_last,
     )
     streaming = f"streamed from {len(task.train.shards)} train shards, shuffle buffer {task.buffer_size} examples"
     if env.world_size > 1:

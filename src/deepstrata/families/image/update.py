@@ -86,7 +86,7 @@ def _task(cfg, train_x, train_y, val_x, val_y, num_classes: int):
         train_x, train_y, val_x, val_y, num_classes=num_classes, augment=t.augment,
         flip=flip_mode(t.flip, train_x.shape[1]), translate=t.translate, translate_fill=t.translate_fill,
         crop=t.crop, label_smoothing=t.label_smoothing, eval_batch_size=t.eval_batch_size, precision=t.precision,
-        channels_last=t.channels_last, tta=t.tta)
+        channels_last=t.uses_channels_last, tta=t.tta)
 
 
 

@@ -122,14 +122,16 @@ def evaluate_shards(run, source: str) -> dict:
     }
 
 def logits(run, images: torch.Tensor, *, as_scored: bool = False) -> torch.Tensor:
-    """Logits with test-time augmentation if the run trained with it; in fp32 (what predict and an export
-    give), or with ``as_scored`` in the run's own precision, as its fit scored the test split (evaluate)."""
+    """Logits with test-time augmentation if the run trained with it, in the run's memory format; in fp32 (what
+    predict and an export give), or with ``as_scored`` in the run's own precision, as its fit scored the test
+    split (evaluate)."""
     from deepstrata.families.image.task import flip_mode, predict_logits
 
     train = run.config.train
     mirror = flip_mode(train.flip, run.info["spec"]["in_shape"][0]) != "none"
     precision = str(train.precision) if as_scored else "32"
-    return predict_logits(run.model, images, run.device, precision=precision, tta=train.tta, mirror=mirror)
+    return predict_logits(run.model, images, run.device, precision=precision, tta=train.tta, mirror=mirror,
+                          channels_last=train.uses_channels_last)
 
 
 def _shard_test_split(run, source: str) -> tuple[np.ndarray, np.ndarray]:
