@@ -15,7 +15,7 @@ compiled variants the break-even, in steps, where the compile time is paid back:
 
     python benchmarks/cpu_train_options.py --data ../shared/data/mnist --steps 30 --repeats 3
 
-Raw output: ``benchmarks/results/cpu_train_options_<date>_<machine>_seed0.json``.
+Raw output: ``benchmarks/results/cpu_train_options_<date>_<machine>_seed0_<data>.json``.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def main() -> None:
     if examples > len(splits.train_x):
         parser.error(f"--steps {options.steps} × --batch-size {options.batch_size} is more than the "
                      f"{len(splits.train_x)} training images")
-    path = options.results or result_path(__file__, [0])
+    path = options.results or result_path(__file__, [0], Path(options.data).name)
     runs: dict[str, list[dict]] = {name: [] for name in options.variants}
     results = {"data": options.data, "steps_per_epoch": options.steps, "batch_size": options.batch_size,
                "width": options.width, "precision": options.precision, "cpu_bf16_feature": cpu_bf16_feature(),
