@@ -11,6 +11,11 @@ seconds of the whole command, the CNN's train seconds and test accuracy, the bas
     python benchmarks/demo_time.py --contender before=/tmp/before/src \\
         --contender after=src --contender after-plateau=src:--plateau,on --seeds 0 1 2 3
 
+``--data`` times the same command on another data set (CIFAR-10 before/after, issue 18):
+
+    python benchmarks/demo_time.py --data ../shared/data/cifar10-jpeg --model-row cnn \\
+        --contender before=/tmp/before/src:--no-baselines --contender after=src:--no-baselines
+
 Raw output: ``benchmarks/results/demo_time_<date>_<machine>_<seeds>.json``, rewritten after every run.
 """
 
@@ -28,8 +33,8 @@ from pathlib import Path
 from results_io import result_path, write_results
 
 
-def run(src: str, flags: list[str], seed: int, out: Path) -> dict:
-    command = [sys.executable, "-m", "deepstrata", "fit", "--data", "digits", "--out", str(out), "--overwrite",
+def run(data: str, src: str, flags: list[str], seed: int, out: Path) -> dict:
+    command = [sys.executable, "-m", "deepstrata", "fit", "--data", data, "--out", str(out), "--overwrite",
                "--seed", str(seed), *flags]
     env = {**os.environ, "PYTHONPATH": str(Path(src).resolve())}
     start = time.perf_counter()
@@ -48,6 +53,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--contender", action="append", required=True, help="LABEL=SRC_DIR[:FLAG,VALUE,...]")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--data", default="digits", help="the fit's --data (default digits: make demo's)")
+    parser.add_argument("--model-row", default="cnn", help="the comparison row printed after each run")
     parser.add_argument("--results", type=Path, default=None)
     options = parser.parse_args()
     contenders = []
@@ -55,15 +62,16 @@ def main() -> None:
         label, _, rest = spec.partition("=")
         src, _, flags = rest.partition(":")
         contenders.append((label, src, [f for f in flags.split(",") if f]))
-    path = options.results or result_path(__file__, options.seeds)
+    tag = None if options.data == "digits" else Path(options.data).name
+    path = options.results or result_path(__file__, options.seeds, tag)
     work = Path(tempfile.mkdtemp(prefix="demo-time-"))
     results = []
     for seed in options.seeds:
         order = contenders if seed % 2 == 0 else contenders[::-1]
         for label, src, flags in order:
-            entry = {"contender": label, "src": src, "seed": seed, **run(src, flags, seed, work / f"{label}-{seed}")}
+            entry = {"contender": label, "src": src, "seed": seed, **run(options.data, src, flags, seed, work / f"{label}-{seed}")}
             results.append(entry)
-            print(f"{label} seed {seed}: {entry['wall_s']} s wall, cnn {entry['rows']['cnn']}", file=sys.stderr,
+            print(f"{label} seed {seed}: {entry['wall_s']} s wall, {options.model_row} {entry['rows'].get(options.model_row)}", file=sys.stderr,
                   flush=True)
             write_results(path, results, options.seeds)
 

@@ -80,7 +80,7 @@ def fit(data=None, model: str | None = None, *, task: str | None = None, config:
     resuming = resume_point(run_dir, resume, quiet)
     device = distributed.rank_device(cfg.train.device)
     cfg, precision_reason = family.resolve_precision(cfg, device)
-    cfg, layout_reason = family.resolve_channels_last(cfg, device)
+    cfg, layout_reason = family.resolve_channels_last(cfg, device, prepared)
     if env.is_main and not resuming:  # a resume rewrites its records only once its training has run
         ckpt.atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
     for line in family.describe(cfg, prepared, load_seconds):

@@ -99,9 +99,8 @@ def test_a_fit_saves_the_resolved_precision_and_its_reason(monkeypatch, capsys, 
     assert provenance["precision_reason"] == devices.resolve_precision("auto", CPU)[1]
     shown = "fp32" if saved == "32" else saved
     assert f"precision: {shown} ({provenance['precision_reason']})" in err
-    # channels_last: auto is saved resolved too (the digits CNN is convolutional)
-    assert config["train"]["channels_last"] is True
-    assert "memory format: channels-last (auto: cnn is convolutional, and cpu convolutions run faster in NHWC)" in err
+    assert config["train"]["channels_last"] is False  # auto, saved resolved: NCHW for 8x8 digits
+    assert "memory format" not in err
     # evaluate scores in the run's precision, whatever this machine has now: the fit's test figures again
     monkeypatch.setattr(devices, "cpu_bf16_feature", lambda: None)
     scored = next(row for row in json.loads((out / "comparison.json").read_text())["rows"] if row["kind"] == "learned")

@@ -56,6 +56,13 @@ class Prepared:
     cfg: Any = None                  # the config with what reading learned (a table's columns), if it changed
 
 
+def with_channels_last(cfg, on: bool):
+    """``cfg`` with ``train.channels_last`` set."""
+    import dataclasses
+
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, channels_last=on))
+
+
 @dataclass
 class FitContext:
     """Where a fit stands once its run directory and process group are set up."""
@@ -148,16 +155,14 @@ class Family(ABC):
     # format on for them (measured on the CPU: benchmarks/cpu_train_options.py) and off for everything else.
     convolutional_models: tuple[str, ...] = ()
 
-    def resolve_channels_last(self, cfg, device):
+    def resolve_channels_last(self, cfg, device, prepared: Prepared | None = None):
         """(``cfg`` with ``train.channels_last`` true or false, why, or "as asked" when it was not ``auto``)."""
-        import dataclasses
-
         if cfg.train.channels_last != "auto":
             return cfg, "as asked"
         on = cfg.model.name in self.convolutional_models and device.type in ("cpu", "cuda")
         reason = (f"auto: {cfg.model.name} is convolutional, and {device.type} convolutions run faster in NHWC" if on
                   else "auto: only convolutional image models on a CPU or CUDA GPU use it")
-        return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, channels_last=on)), reason
+        return with_channels_last(cfg, on), reason
 
     @abstractmethod
     def build(self, cfg, prepared: Prepared, fit: FitContext) -> Built:

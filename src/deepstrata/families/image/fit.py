@@ -195,6 +195,14 @@ def describe(prepared: Prepared, load_seconds: float) -> list[str]:
             *(f"note: {note}" for note in dataset.notes + splits.notes)]
 
 
+def input_side(prepared: Prepared) -> int | None:
+    """The shorter side of the images a fit trains on, or None while a folder over the memory budget is unread."""
+    own = prepared.own
+    if isinstance(own, Sharded):
+        return min(own.shards.image_shape[-2:]) if own.shards is not None else None
+    return min(own.splits.train_x.shape[-2:])
+
+
 def _info(net, classes: list[str], data: dict) -> dict:
     return {"task": TASK, "spec": net.spec, "classes": classes, "layers": net.layer_names,
             "feature_dim": net.feature_dim, "params": sum(p.numel() for p in net.parameters()), "data": data}
