@@ -139,10 +139,11 @@ class TrainConfig:
     (``engine.plateau``): ``auto`` ends a run whose smoothed validation metric stopped
     improving, after a short cool-down, when the epochs were sized from the data (a budget)
     and the family measured the rule (image runs); ``on`` always, ``off`` never.
-    ``channels_last: auto`` trains convolutional image models in the channels-last (NHWC)
-    memory format, which oneDNN's CPU convolutions and GPU tensor cores run faster (0.79× the
-    step time on MNIST, ``benchmarks/cpu_train_options.py``), and everything else as is; a fit
-    saves the concrete choice. Code that trains outside a fit asks ``uses_channels_last``.
+    ``channels_last: auto`` trains convolutional image models on inputs of 16 pixels and more
+    in the channels-last (NHWC) memory format, which oneDNN's CPU convolutions and GPU tensor
+    cores run faster (0.74× the fp32 step time on MNIST, ``benchmarks/cpu_train_options.py``),
+    and everything else as is (``Family.resolve_channels_last``); a fit saves the concrete
+    choice. Code that trains outside a fit asks ``uses_channels_last``.
 
     The defaults (AdamW, one-cycle, random flips) suit any data. The fields after
     ``threads`` carry the CIFAR-10 speed-run recipe (``configs/cifar10-94.yaml``, after

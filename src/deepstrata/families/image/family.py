@@ -21,12 +21,12 @@ class ImageFamily(Family):
     expects = ("images (a named image set such as digits or mnist, an image folder, IDX files, CIFAR batches "
                "or shards)")
     wrong_kinds = ("a table", "an interaction log")
-    # measured on digits, seeds 0-3 (BENCHMARKS.md, "Fast by default"): accuracy kept, training shorter
+    # measured on digits, seeds 0-7 (BENCHMARKS.md, "Fast by default"): accuracy kept, training shorter
     plateau_measured = True
     # channels-last measured on the CNN (0.74-0.77x the fp32 step time on 2 CPU cores, BENCHMARKS.md "Fast by
     # default"); the other two are convolutional networks of the same kind. The MLP flattens its input.
     convolutional_models = ("cnn", "whitened-cnn", "efficientnet-lite0")
-    # Below this side, auto keeps NCHW: on digits (8x8) channels-last saved about 2 s of a 17 s command but ended
+    # Below this side, auto keeps NCHW: on digits (8x8) channels-last saved about 1 s of a 19 s command but ended
     # below 99.0% test accuracy on 3 of 8 seeds, NCHW on none (BENCHMARKS.md): the demo keeps what was measured.
     CHANNELS_LAST_MIN_SIDE = 16
 
