@@ -13,7 +13,7 @@ seconds of the whole command, the CNN's train seconds and test accuracy, the bas
 
 ``--data`` times the same command on another data set (CIFAR-10 before/after, issue 18):
 
-    python benchmarks/demo_time.py --data ../shared/data/cifar10-jpeg --model-row cnn \\
+    python benchmarks/demo_time.py --data ../shared/data/cifar10-jpeg \\
         --contender before=/tmp/before/src:--no-baselines --contender after=src:--no-baselines
 
 Raw output: ``benchmarks/results/demo_time_<date>_<machine>_<seeds>.json``, rewritten after every run.
@@ -69,10 +69,11 @@ def main() -> None:
     for seed in options.seeds:
         order = contenders if seed % 2 == 0 else contenders[::-1]
         for label, src, flags in order:
-            entry = {"contender": label, "src": src, "seed": seed, **run(options.data, src, flags, seed, work / f"{label}-{seed}")}
+            measured = run(options.data, src, flags, seed, work / f"{label}-{seed}")
+            entry = {"contender": label, "src": src, "seed": seed, **measured}
             results.append(entry)
-            print(f"{label} seed {seed}: {entry['wall_s']} s wall, {options.model_row} {entry['rows'].get(options.model_row)}", file=sys.stderr,
-                  flush=True)
+            print(f"{label} seed {seed}: {entry['wall_s']} s wall, {options.model_row} "
+                  f"{entry['rows'].get(options.model_row)}", file=sys.stderr, flush=True)
             write_results(path, results, options.seeds)
 
 

@@ -119,7 +119,7 @@ def _add_fit(sub: argparse._SubParsersAction, verb: str = "fit") -> None:
     p.add_argument("--precision", choices=PRECISIONS, help="auto (default: bf16 where the hardware runs it natively, else fp32), 32, bf16 or fp16 autocast")
     task_only(p.add_argument("--channels-last", nargs="?", const="on", choices=("auto", "on", "off"), default=None,
                              help="channels-last (NHWC) memory format: on (the bare flag), off, or auto (default: on "
-                                  "for convolutional image models)"), "image", "text")
+                                  "for convolutional image models on inputs of 16 pixels and more)"), "image", "text")
     p.add_argument("--threads", type=number("train.threads"), help="torch CPU threads (default: torch's choice)")
     p.add_argument("--devices", type=number("train.devices"), help="data-parallel processes on this machine (DDP: "
                    "gloo on CPU, NCCL on CUDA); --batch-size stays the global batch, split evenly across processes")

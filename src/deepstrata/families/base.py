@@ -26,7 +26,7 @@ verb expects — the message users saw before families existed.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +56,9 @@ class Prepared:
     cfg: Any = None                  # the config with what reading learned (a table's columns), if it changed
 
 
-def with_channels_last(cfg, on: bool):
-    """``cfg`` with ``train.channels_last`` set."""
-    import dataclasses
-
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, channels_last=on))
+def with_train(cfg, **changes):
+    """``cfg`` with ``changes`` made to its ``train`` part (how each ``auto`` setting is made concrete)."""
+    return replace(cfg, train=replace(cfg.train, **changes))
 
 
 @dataclass
@@ -128,11 +126,9 @@ class Family(ABC):
 
     def resolve_plateau(self, cfg):
         """``cfg`` with ``plateau: auto`` turned off for a family the rule was not measured on."""
-        import dataclasses
-
         if cfg.train.plateau != "auto" or self.plateau_measured:
             return cfg
-        return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, plateau="off"))
+        return with_train(cfg, plateau="off")
 
     # Set where bf16 was measured to lose accuracy (or was not measured) for this family: under
     # ``--precision auto`` its runs then train in fp32 on any hardware, and this says why.
@@ -140,8 +136,6 @@ class Family(ABC):
 
     def resolve_precision(self, cfg, device):
         """(``cfg`` with ``train.precision`` concrete, why): ``auto`` resolved for ``device`` and this family."""
-        import dataclasses
-
         from deepstrata.engine.devices import resolve_precision
 
         precision, reason = resolve_precision(str(cfg.train.precision), device)
@@ -149,20 +143,31 @@ class Family(ABC):
             precision, reason = "32", f"auto: fp32 for {self.name} runs ({self.auto_keeps_fp32})"
         if precision == cfg.train.precision:
             return cfg, reason
-        return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision=precision)), reason
+        return with_train(cfg, precision=precision), reason
 
     # The models whose convolutions run faster channels-last (NHWC): ``train.channels_last: auto`` turns the
-    # format on for them (measured on the CPU: benchmarks/cpu_train_options.py) and off for everything else.
+    # format on for them (measured on the CPU: benchmarks/cpu_train_options.py) and off for everything else;
+    # inputs whose shorter side (``input_side``) is under ``channels_last_min_side`` keep NCHW.
     convolutional_models: tuple[str, ...] = ()
+    channels_last_min_side: int = 0
+
+    def input_side(self, prepared: Prepared) -> int | None:
+        """The shorter side of the images a fit trains on, where the family has images and knows it."""
+        return None
 
     def resolve_channels_last(self, cfg, device, prepared: Prepared | None = None):
         """(``cfg`` with ``train.channels_last`` true or false, why, or "as asked" when it was not ``auto``)."""
         if cfg.train.channels_last != "auto":
             return cfg, "as asked"
-        on = cfg.model.name in self.convolutional_models and device.type in ("cpu", "cuda")
+        convolutional = cfg.model.name in self.convolutional_models
+        side = self.input_side(prepared) if prepared is not None and convolutional else None
+        if side is not None and side < self.channels_last_min_side:
+            return with_train(cfg, channels_last=False), (f"auto: NCHW for {side}-pixel inputs (channels-last only "
+                                                          f"from {self.channels_last_min_side} pixels)")
+        on = convolutional and device.type in ("cpu", "cuda")
         reason = (f"auto: {cfg.model.name} is convolutional, and {device.type} convolutions run faster in NHWC" if on
                   else "auto: only convolutional image models on a CPU or CUDA GPU use it")
-        return with_channels_last(cfg, on), reason
+        return with_train(cfg, channels_last=on), reason
 
     @abstractmethod
     def build(self, cfg, prepared: Prepared, fit: FitContext) -> Built:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from deepstrata import runfiles
-from deepstrata.families.base import Built, Family, FitContext, Prepared, with_channels_last
+from deepstrata.families.base import Built, Family, FitContext, Prepared
 from deepstrata.families.image import fit as image_fit
 from deepstrata.model_names import IMAGE_MODELS
 
@@ -28,7 +28,7 @@ class ImageFamily(Family):
     convolutional_models = ("cnn", "whitened-cnn", "efficientnet-lite0")
     # Below this side, auto keeps NCHW: on digits (8x8) channels-last saved about 1 s of a 19 s command but ended
     # below 99.0% test accuracy on 3 of 8 seeds, NCHW on none (BENCHMARKS.md): the demo keeps what was measured.
-    CHANNELS_LAST_MIN_SIDE = 16
+    channels_last_min_side = 16
 
     def claims(self, data) -> bool:
         return False  # the default: what no other family claims is read as images
@@ -39,13 +39,8 @@ class ImageFamily(Family):
 
         return resolve_image_config(config, data=data, model=model, **overrides)
 
-    def resolve_channels_last(self, cfg, device, prepared: Prepared | None = None):
-        side = image_fit.input_side(prepared) if prepared is not None else None
-        if (cfg.train.channels_last == "auto" and cfg.model.name in self.convolutional_models and side is not None
-                and side < self.CHANNELS_LAST_MIN_SIDE):
-            return with_channels_last(cfg, False), (f"auto: NCHW for {side}-pixel inputs (channels-last only from "
-                                                    f"{self.CHANNELS_LAST_MIN_SIDE} pixels)")
-        return super().resolve_channels_last(cfg, device, prepared)
+    def input_side(self, prepared: Prepared) -> int | None:
+        return image_fit.input_side(prepared)
 
     def read(self, cfg, data) -> Prepared:
         return image_fit.read(cfg)
