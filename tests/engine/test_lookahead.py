@@ -8,6 +8,7 @@ from torch import nn
 
 from deepstrata.engine import checkpoint as ckpt
 from deepstrata.config import TrainConfig
+from deepstrata.engine.adamw import AdamW
 from deepstrata.engine.loop import build_optimizer, learning_rate, train
 from deepstrata.engine.lookahead import Lookahead
 from deepstrata.errors import ConfigError
@@ -74,7 +75,7 @@ def test_sgd_groups_scale_norm_learning_rate_but_not_their_decay_per_step():
     assert id(model.layers["stem"].conv.weight) not in trained  # the whitening kernels stay fixed
     # AdamW keeps its old rule: no decay on biases and norms.
     adam = build_optimizer(model, TrainConfig())
-    assert isinstance(adam, torch.optim.AdamW)
+    assert isinstance(adam, AdamW)
     assert [g["weight_decay"] for g in adam.param_groups] == [5e-4, 0.0, 0.0]
 
 

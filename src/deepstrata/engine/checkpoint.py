@@ -32,6 +32,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from deepstrata.engine.adamw import AdamW
 from deepstrata.engine.faults import reached
 from deepstrata.errors import RunError
 
@@ -41,6 +42,7 @@ WEIGHTS = "weights.safetensors"
 TRAIN_STATE = "train.safetensors"
 STATE = "state.json"
 STEP_PREFIX = "step-"
+Optimizer = AdamW | torch.optim.Optimizer  # what the loop builds: deepstrata's AdamW or torch's SGD
 KEEP = 2  # the newest checkpoint and the one before it (a fallback should the newest be damaged later)
 
 
@@ -171,7 +173,7 @@ def load_weights(path: Path, model: nn.Module) -> None:
         raise RunError(f"{path}: weights do not fit the model ({first})") from None
 
 
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+def _optimizer_tensors(optimizer: Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
     state = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
@@ -184,7 +186,7 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
 
 
-def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], saved: dict) -> None:
+def _restore_optimizer(optimizer: Optimizer, tensors: dict[str, torch.Tensor], saved: dict) -> None:
     state: dict[int, dict[str, Any]] = {}
     for name, value in tensors.items():
         if name.startswith("optim."):
@@ -276,7 +278,7 @@ def publish_best(ckpt_dir: Path, source: Path | None) -> None:
     fsync_dir(ckpt_dir)
 
 
-def save_checkpoint(ckpt_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict,
+def save_checkpoint(ckpt_dir: Path, model: nn.Module, optimizer: Optimizer, state: dict,
                     extra: dict[str, torch.Tensor] | None = None,
                     rng_states: list[dict[str, torch.Tensor]] | None = None, *, improved: bool = False,
                     best_weights: dict[str, torch.Tensor] | None = None) -> Path:
@@ -362,7 +364,7 @@ def _prune(ckpt_dir: Path, keep: set) -> None:
     fsync_dir(ckpt_dir)
 
 
-def _load_from(source: Path, names: tuple[str, str, str], model: nn.Module, optimizer: torch.optim.Optimizer | None,
+def _load_from(source: Path, names: tuple[str, str, str], model: nn.Module, optimizer: Optimizer | None,
                extra: dict[str, torch.Tensor] | None, rank: int, device: torch.device | None) -> dict:
     weights_name, train_name, state_name = names
     meta_path = source / state_name
@@ -404,7 +406,7 @@ def _load_from(source: Path, names: tuple[str, str, str], model: nn.Module, opti
     return state
 
 
-def load_checkpoint(ckpt_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
+def load_checkpoint(ckpt_dir: Path, model: nn.Module, optimizer: Optimizer | None,
                     extra: dict[str, torch.Tensor] | None = None, rank: int = 0,
                     device: torch.device | None = None) -> tuple[dict, Path, list[str]]:
     """Restore the newest complete checkpoint: weights, optimizer, ``rank``'s RNG, ``extra`` (in place).

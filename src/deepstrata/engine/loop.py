@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from deepstrata.config import TrainConfig, per_world, resolved_train
 from deepstrata.engine import checkpoint as ckpt
+from deepstrata.engine.adamw import AdamW
 from deepstrata.engine import distributed, plateau, tracking
 from deepstrata.engine.devices import autocast, move, resolve_device, synchronize
 from deepstrata.engine.faults import reached
@@ -82,8 +83,11 @@ def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
 _NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 
 
-def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, config: TrainConfig) -> AdamW | torch.optim.SGD:
     """AdamW (default) or Nesterov SGD over three groups: kernels, other biases, norm parameters.
+
+    AdamW is ``engine.adamw``'s, torch's update without ``torch.optim``'s two-second import
+    of the compiler stack; SGD, for the long speed-run recipes, stays ``torch.optim.SGD``.
 
     AdamW decays only weight matrices and kernels. SGD decays every parameter by the same
     amount per step, as the CIFAR speed-run recipes do. Norm parameters (BatchNorm,
@@ -141,7 +145,7 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
                       | ({"from_epoch": start} if start is not None else {}))
     if sgd:
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0)
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99), eps=1e-8)
+    return AdamW(groups, lr=config.lr, betas=(0.9, 0.99), eps=1e-8)
 
 
 def _named_layers(model: nn.Module, key: str, names) -> nn.ModuleDict | None:
