@@ -1,14 +1,15 @@
 """One self-contained HTML page per run (``RUN/report.html``), assembled from the run's files.
 
 The page must open anywhere — an e-mail attachment, an air-gapped cluster, a CI artefact —
-so it has no external references at all: CSS is inline and every plot is a PNG drawn with
-matplotlib's Agg canvas and embedded as base64. Everything read from the run directory is
+so it has no external references at all: CSS is inline and both plots are inline SVG
+(``report_svg``; drawn in milliseconds, where matplotlib's took 1.5 s of every fit on two
+cores). Everything read from the run directory is
 escaped; only ``extra_sections`` bodies are trusted HTML from callers.
 
 This module lays out the page and reads the run directory; the pieces it is made of live
 beside it: ``report_html`` (CSS, escaping, notes, sections, embedded figures — shared with
 the inspection page), ``report_table`` (the comparison rows, verdict and terminal table)
-and ``report_figures`` (the plots). Their public names are re-exported here.
+and ``report_figures`` (what the plots show; ``report_svg`` draws them). Their public names are re-exported here.
 
 Files read from the run directory (all optional, each missing one gives a short note):
 ``comparison.json``, ``metrics.jsonl``, ``confusion.json``, ``config.yaml``, ``provenance.json``.
@@ -24,7 +25,7 @@ from typing import Any
 from deepstrata import runfiles
 from deepstrata.errors import RunError
 from deepstrata.report_figures import confusion_figure, curves_figure
-from deepstrata.report_html import CSS, esc, figure_img, note_html, section_html
+from deepstrata.report_html import CSS, esc, note_html, section_html
 from deepstrata.report_table import (
     LOWER_IS_BETTER,
     best_row,
@@ -133,7 +134,7 @@ def _curves_html(records: list[dict[str, Any]] | None) -> str:
     fig = curves_figure(records)
     if fig is None:
         return note_html("metrics.jsonl holds no plottable values.")
-    return figure_img(fig, "training curves")
+    return fig
 
 
 def _confusion_html(confusion: Any, path: Path) -> str:
@@ -155,7 +156,7 @@ def _confusion_html(confusion: Any, path: Path) -> str:
         raise runfiles.damaged(path, "'matrix' must hold numbers only") from None
     title = confusion.get("model")
     prefix = f"<p>Model: {esc(title)}; split: {esc(confusion.get('split', 'test'))}.</p>" if title else ""
-    return prefix + figure_img(fig, "confusion matrix")
+    return prefix + fig
 
 
 def _config_html(text: str | None) -> str:

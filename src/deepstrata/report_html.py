@@ -25,7 +25,8 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.learned td:first-child { border-left: 3px solid #3b6fb6; }
 tr.baseline td:first-child { border-left: 3px solid #bbb; }
 pre { background: #f6f6f6; padding: .8rem; overflow-x: auto; font-size: .85rem; }
-img { max-width: 100%; height: auto; }
+img, svg { max-width: 100%; height: auto; }
+.charts { display: flex; flex-wrap: wrap; gap: .5rem; }
 .note { color: #666; font-style: italic; }
 .summary { font-size: 1.05rem; }
 dl.meta { display: grid; grid-template-columns: max-content auto; gap: .15rem 1rem; }
