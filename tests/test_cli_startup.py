@@ -82,3 +82,17 @@ def test_fit_help_groups_its_options_by_family(capsys):
     assert all(flag in image for flag in ("--format", "--data-dir", "--image-size", "--skip-bad"))
     assert "text data: a .csv/.tsv/.jsonl/.parquet table" in text_part and "--vocab-size" in text_part
     assert "--user-column" in recommend and "--min-rating" in recommend
+
+
+def test_the_program_entry_freezes_what_is_left_so_the_exit_is_quick(tmp_path):
+    """``run`` (the script and ``python -m deepstrata``) returns main's status with every object frozen."""
+    import tomllib
+    from pathlib import Path
+
+    scripts = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["deepstrata"] == "deepstrata.cli:run"
+    probe = ("import gc, sys\nfrom deepstrata.cli import run\n"
+             f"sys.argv = ['deepstrata', 'runs', {str(tmp_path)!r}]\n"
+             "code = run()\nprint(code, gc.get_freeze_count() > 0)\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split()[-2:] == ["0", "True"], done.stderr

@@ -2,6 +2,6 @@
 
 import sys
 
-from deepstrata.cli import main
+from deepstrata.cli import run
 
-sys.exit(main())
+sys.exit(run())
