@@ -2,8 +2,8 @@
 
 The page must open anywhere — an e-mail attachment, an air-gapped cluster, a CI artefact —
 so it has no external references at all: CSS is inline and both plots are inline SVG
-(``report_svg``; drawn in milliseconds, where matplotlib's took 1.5 s of every fit on two
-cores). Everything read from the run directory is
+(``report_svg``; drawn in milliseconds, where importing matplotlib alone took 0.7 s of
+every fit on two cores). Everything read from the run directory is
 escaped; only ``extra_sections`` bodies are trusted HTML from callers.
 
 This module lays out the page and reads the run directory; the pieces it is made of live

@@ -115,13 +115,14 @@ def hog_descriptors(gray: np.ndarray, cell: int, orientations: int = HOG_ORIENTA
 
     The same numbers, bit for bit (``tests/baselines/test_hog.py`` holds it to scikit-image), for
     a batch at once: scikit-image is called once per image, and on 8x8 digits that Python loop
-    was most of the baseline's feature time (0.66 s for 1797 images, 0.09 s here). What has to
-    match scikit-image's Cython exactly: central differences in the image's float32, magnitude
-    and orientation (``atan2`` in degrees, modulo 180) in float64, a pixel votes into bin ``i``
-    when ``edge_i <= angle < edge_i+1`` (the edges float32 multiples of 180 / orientations, so an
-    angle that rounds to 180 votes nowhere), cell sums accumulated in float32 in row-major pixel
-    order and divided by the cell's area in float32, then each block L2-normalised, clipped at
-    0.2 and normalised again in float64 (its sums in the order NumPy sums a 36-value block).
+    was most of the baseline's feature time (0.46 s for the 1,797 digits, 0.04 s here;
+    ``benchmarks/fit_fixed_costs.py``). What has to match scikit-image's Cython exactly:
+    central differences in the image's float32, magnitude and orientation (``atan2`` in
+    degrees, modulo 180) in float64, a pixel votes into bin ``i`` when ``edge_i <= angle <
+    edge_i+1`` (the edges float32 multiples of 180 / orientations, so an angle that rounds to
+    180 votes nowhere), cell sums accumulated in float32 in row-major pixel order and divided
+    by the cell's area in float32, then each block L2-normalised, clipped at 0.2 and
+    normalised again in float64 (its sums in the order NumPy sums a 36-value block).
     Rows and columns past the last whole cell are ignored, as there.
     """
     n, height, width = gray.shape
