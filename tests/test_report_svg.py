@@ -76,3 +76,13 @@ def test_heat_map_prints_counts_names_and_escapes_them():
     assert counts == [("#fff", "9"), ("#1d1d1f", "1"), ("#fff", "5")]  # zero cells stay blank
     assert "true &lt;dog&gt;, predicted cat: 0 (0.0% of true &lt;dog&gt;)" in svg
     assert "http" not in svg  # inline SVG needs no namespace URL
+
+
+def test_a_thousand_class_matrix_is_one_small_image():
+    n = 1000
+    counts = [[5.0 if i == j else 0.0 for j in range(n)] for i in range(n)]
+    svg = heat_map([str(i) for i in range(n)], counts, [[c / 5.0 for c in row] for row in counts], xlabel="predicted",
+                   ylabel="true", scale_label="fraction of true class")
+    assert svg.count("<image ") == 1 and "<title>" not in svg
+    assert len(svg) < 100_000
+    assert float(re.search(r'<svg [^>]*width="(\d+)"', svg).group(1)) < 900  # drawn 640 px wide, not 6,000

@@ -151,19 +151,45 @@ def blues(rate: float) -> str:
     return "#" + "".join(f"{round(a + (b - a) * rate):02x}" for a, b in zip(light, dark))
 
 
+RASTER_ABOVE = 60
+"""Above this many classes the cells are one embedded PNG (one pixel each, scaled up), not n² SVG rectangles."""
+
+
+def _raster(rates: Sequence[Sequence[float]], left: float, top: float, side: float) -> str:
+    """The grid as an n x n PNG (PIL, a dependency already) drawn over ``side`` px with sharp pixels."""
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    light, dark = np.array((247, 251, 255), np.float64), np.array((8, 48, 107), np.float64)
+    values = np.clip(np.asarray(rates, np.float64), 0.0, 1.0)[..., None]
+    pixels = np.round(light + (dark - light) * values).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(buffer, format="PNG")
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return (f'<image x="{left:.1f}" y="{top:.1f}" width="{side:.1f}" height="{side:.1f}" preserveAspectRatio="none" '
+            f'style="image-rendering: pixelated" href="data:image/png;base64,{data}"/>')
+
+
 def heat_map(classes: Sequence[str], counts: Sequence[Sequence[float]], rates: Sequence[Sequence[float]],
              *, xlabel: str, ylabel: str, scale_label: str) -> str:
-    """A square grid coloured by ``rates`` (0..1); counts printed up to 20 classes, names up to 40, a colour key."""
+    """A square grid coloured by ``rates`` (0..1); counts printed up to 20 classes, names up to 40, a colour key.
+
+    Up to ``RASTER_ABOVE`` classes each cell is a rectangle with its counts as a tooltip; beyond,
+    the grid is one small PNG, so a 1,000-class matrix stays a few kilobytes, not a million elements.
+    """
     n = len(classes)
-    cell = max(6.0, min(34.0, 520.0 / n))
+    cell = max(6.0, min(34.0, 520.0 / n)) if n <= RASTER_ABOVE else 640.0 / n
     labels = [str(c) for c in classes] if n <= 40 else []
     margin = 24 + (min(12, max((len(label) for label in labels), default=0)) * 6.5 if labels else 0)
     left, top = 30 + margin, 10
     side = cell * n
     bar_x = left + side + 16
     width, height = bar_x + 70, top + side + 0.75 * margin + 30
-    parts = []
-    for i in range(n):
+    parts = [_raster(rates, left, top, side)] if n > RASTER_ABOVE else []
+    for i in range(n if n <= RASTER_ABOVE else 0):
         for j in range(n):
             rate, count = rates[i][j], counts[i][j]
             x, y = left + j * cell, top + i * cell
