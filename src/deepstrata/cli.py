@@ -223,6 +223,9 @@ def _fit_task(args: argparse.Namespace) -> str:
 
 def _fit(args: argparse.Namespace, argv_of_fit: list[str] | None = None,
          fit_parser: argparse.ArgumentParser | None = None) -> int:
+    from deepstrata.startup import before_fit
+
+    before_fit(getattr(args, "baselines", None), getattr(args, "devices", None))  # before torch is imported
     from deepstrata.api import fit
 
     # Options every task's fit shares are passed by name; the rest (task-specific flags

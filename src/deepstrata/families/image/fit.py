@@ -332,21 +332,31 @@ def split_record(cfg, prepared: Prepared) -> dict:
 
 
 def baselines(cfg, prepared: Prepared, built: Built, say) -> list[dict]:
-    from deepstrata.baselines.image_features import run_image_baselines
-
     if isinstance(prepared.own, Sharded):
         return _sharded_baselines(cfg, prepared.own, built.task, say)
     splits = prepared.own.splits
     say("baselines: hand-engineered features (HOG + intensity histogram, raw pixels) → logistic regression")
-    return [baseline.row() for baseline in run_image_baselines(
-        splits.train_x, splits.train_y, splits.val_x, splits.val_y, splits.test_x, splits.test_y,
-        len(splits.classes), seed=cfg.train.seed)]
+    return _fitted_rows(cfg, (splits.train_x, splits.train_y, splits.val_x, splits.val_y, splits.test_x,
+                              splits.test_y), len(splits.classes))
+
+
+def _fitted_rows(cfg, arrays: tuple, num_classes: int) -> list[dict]:
+    """``run_image_baselines`` on the six arrays, in the scikit-learn helper process when one waits (``row["settings"]
+    ["process"]`` says where)."""
+    from deepstrata.baselines import helper
+    from deepstrata.baselines.image_features import run_image_baselines
+
+    as_numpy = [x.detach().cpu().numpy() if hasattr(x, "detach") else x for x in arrays]
+    results, where = helper.run(run_image_baselines, *as_numpy, num_classes, seed=cfg.train.seed)
+    rows = [baseline.row() for baseline in results]
+    for row in rows:
+        row["settings"]["process"] = where
+    return rows
 
 
 def _sharded_baselines(cfg, sharded: Sharded, task, say) -> list[dict]:
     """Fitted on a seeded sample of the train and val shards, scored on the whole test split — or skipped,
     with a line, when the test split is larger than the baselines may load."""
-    from deepstrata.baselines.image_features import run_image_baselines
     from deepstrata.data.image_preprocess import format_bytes
     from deepstrata.families.image.streaming import baseline_sample_sizes, baseline_test_limit
 
@@ -362,13 +372,10 @@ def _sharded_baselines(cfg, sharded: Sharded, task, say) -> list[dict]:
     say(f"baselines: hand-engineered features → logistic regression, fitted on a sample of "
         f"{len(train_y)} of {counts['train']} train and {len(val_y)} of {counts['val']} val images, "
         f"scored on all {counts['test']} test images")
-    rows = []
-    for baseline in run_image_baselines(train_x, train_y, val_x, val_y, test_x, test_y, len(shards.classes),
-                                        seed=cfg.train.seed):
-        row = baseline.row()
+    rows = _fitted_rows(cfg, (train_x, train_y, val_x, val_y, test_x, test_y), len(shards.classes))
+    for row in rows:
         row["settings"]["sampled_from_shards"] = {"train": [len(train_y), counts["train"]],
                                                   "val": [len(val_y), counts["val"]]}
-        rows.append(row)
     return rows
 
 

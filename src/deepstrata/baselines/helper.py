@@ -1,0 +1,152 @@
+"""A second process that imports scikit-learn while the fit imports torch, then fits the baselines in it.
+
+Why: the hand-engineered baselines need scikit-learn, whose import (most of it SciPy's) took
+1.8 s on the 2-core development machine (``benchmarks/fit_fixed_costs.py``) — single-threaded,
+after training, in every fit; and a thread cannot overlap it with torch's own 2 s import,
+as both hold Python's GIL. ``cli`` starts this helper before it imports torch: the two imports
+run side by side on two cores, and the helper then waits, idle, on its pipe. When the fit
+reaches its baselines, ``run`` sends the function and its (NumPy) arguments; the helper calls
+it exactly as this process would — same function, same thread limits — and sends back each
+progress line and the result. Training and the baselines still run one after the other, so
+no figure is measured while the other process computes.
+
+The helper is only a shortcut: when none was started (tests, the API, ``--no-baselines``, ranks
+other than 0), when the arguments are large (over ``MAX_BYTES``, which a pipe would copy), or
+when it fails in any way (an error raised there, the process gone), the function runs here,
+and an error is then raised here with this process's own message. Its stdin closing (this
+process exiting, even killed) ends it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib
+import os
+import pickle
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+MAX_BYTES = 1 << 30
+"""Arguments larger than this (NumPy buffers summed) stay in this process rather than cross a pipe."""
+
+PRELOAD = ("numpy", "sklearn.linear_model", "sklearn.preprocessing", "sklearn.exceptions")
+
+_helper: subprocess.Popen | None = None
+
+
+class HelperFailed(Exception):
+    """The helper could not return a result; the caller runs the function itself."""
+
+
+def start() -> None:
+    """Start the helper (once per process); any failure to start leaves the baselines to this process."""
+    global _helper
+    if _helper is not None:
+        return
+    try:
+        _helper = subprocess.Popen([sys.executable, "-m", "deepstrata.baselines.helper", *PRELOAD],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    except OSError:
+        _helper = None
+        return
+    atexit.register(stop)
+
+
+def stop() -> None:
+    """Close the helper's pipe; one still importing (a fit that failed early) is killed rather than waited for."""
+    global _helper
+    helper, _helper = _helper, None
+    if helper is None:
+        return
+    try:
+        helper.stdin.close()
+    except OSError:
+        pass
+    try:
+        helper.wait(timeout=0.5)
+    except subprocess.TimeoutExpired:
+        helper.kill()
+        helper.wait()
+
+
+def running() -> bool:
+    return _helper is not None and _helper.poll() is None
+
+
+def _nbytes(value: Any) -> int:
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, (list, tuple)):
+        return sum(_nbytes(item) for item in value)
+    return 0
+
+
+def run(function: Callable[..., Any], *args: Any, progress: Callable[[str], None] | None = None,
+        **kwargs: Any) -> tuple[Any, str]:
+    """``function(*args, progress=progress, **kwargs)`` and where it ran: ``"helper"`` or ``"main"``.
+
+    ``function`` must be a module-level function whose module imports no torch, and its
+    arguments plain values and NumPy arrays.
+    """
+    if running() and _nbytes(args) + _nbytes(list(kwargs.values())) <= MAX_BYTES:
+        try:
+            return _call(function, args, kwargs, progress), "helper"
+        except HelperFailed:
+            stop()
+    return function(*args, progress=progress, **kwargs), "main"
+
+
+def _call(function: Callable[..., Any], args: tuple, kwargs: dict, progress: Callable[[str], None] | None) -> Any:
+    helper = _helper
+    try:
+        pickle.dump((function.__module__, function.__qualname__, args, kwargs, progress is not None), helper.stdin,
+                    protocol=pickle.HIGHEST_PROTOCOL)
+        helper.stdin.flush()
+        while True:
+            kind, payload = pickle.load(helper.stdout)
+            if kind == "say":
+                progress(payload)
+            elif kind == "result":
+                return payload
+            else:
+                raise HelperFailed(payload)
+    except (OSError, EOFError, pickle.PickleError, AttributeError, TypeError) as err:
+        raise HelperFailed(str(err)) from None
+
+
+def _serve(preload: list[str]) -> None:
+    """The helper's side: import ``preload``, then answer calls until stdin closes."""
+    channel = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a library's print must not corrupt the channel
+    for name in preload:
+        importlib.import_module(name)
+    requests = sys.stdin.buffer
+
+    def send(kind: str, payload: Any) -> None:
+        pickle.dump((kind, payload), channel, protocol=pickle.HIGHEST_PROTOCOL)
+        channel.flush()
+
+    while True:
+        try:
+            module, name, args, kwargs, wants_progress = pickle.load(requests)
+        except EOFError:  # the fit is done: nothing here to flush or clean up, so skip the interpreter's teardown
+            channel.close()
+            os._exit(0)
+        try:
+            function = getattr(importlib.import_module(module), name)
+            result = function(*args, progress=(lambda line: send("say", line)) if wants_progress else None, **kwargs)
+        except Exception as err:  # reported, and rerun by the caller in its own process
+            send("error", f"{type(err).__name__}: {err}")
+            continue
+        send("result", result)
+
+
+if __name__ == "__main__":
+    try:
+        _serve(sys.argv[1:])
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the fit reports it
+        sys.exit(130)
