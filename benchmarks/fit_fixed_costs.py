@@ -13,6 +13,9 @@ machine, so the seconds of ``make demo`` that are not training can be divided up
 * HOG features of the 1,797 digits: one ``skimage.feature.hog`` call per image against the
   batched ``hog_descriptors`` (the two are checked equal first).
 * the first optimiser step of the digits CNN: ``torch.optim.AdamW`` against deepstrata's.
+* ``import torch`` while a second process imports scikit-learn (what ``cli`` does with the
+  baselines' helper, ``deepstrata.baselines.helper``): the seconds until both are done, beside
+  the two imports one after the other in one process.
 
     PYTHONPATH=/tmp/snap/src python benchmarks/fit_fixed_costs.py --repeats 5
 
@@ -84,6 +87,21 @@ def timed_import(before: str, what: str) -> float:
     return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 
 
+def side_by_side() -> float:
+    """Seconds until ``import torch`` here and scikit-learn's import in a second process are both done."""
+    start = time.perf_counter()
+    other = subprocess.Popen([sys.executable, "-c", "import sklearn.linear_model, sklearn.preprocessing"])
+    subprocess.run([sys.executable, "-c", "import torch"], check=True)
+    other.wait()
+    return time.perf_counter() - start
+
+
+def one_after_the_other() -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch, sklearn.linear_model, sklearn.preprocessing"], check=True)
+    return time.perf_counter() - start
+
+
 def timed_exit(tail: str) -> float:
     code = ("import gc, sys, torch, sklearn.linear_model\n" + tail + "\nprint('ready', flush=True)\n")
     process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
@@ -123,6 +141,10 @@ def main() -> None:
         runs = [json_run(FIRST_STEP, kind) for _ in range(options.repeats)]
         keep(f"first AdamW step of the digits CNN, {kind}", [run["seconds"] for run in runs],
              dynamo_imported=runs[0]["dynamo_imported"])
+    keep("torch and scikit-learn imported in one process (process start included)",
+         [one_after_the_other() for _ in range(options.repeats)])
+    keep("torch here, scikit-learn in a second process at once, until both are done",
+         [side_by_side() for _ in range(options.repeats)])
     print(f"raw output: {path}")
 
 
