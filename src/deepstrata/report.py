@@ -2,7 +2,7 @@
 
 The page must open anywhere — an e-mail attachment, an air-gapped cluster, a CI artefact —
 so it has no external references at all: CSS is inline and both plots are inline SVG
-(``report_svg``; drawn in milliseconds, where importing matplotlib alone took 0.7 s of
+(``report_svg``; drawn in milliseconds, where importing matplotlib alone took 0.6 s of
 every fit on two cores). Everything read from the run directory is
 escaped; only ``extra_sections`` bodies are trusted HTML from callers.
 

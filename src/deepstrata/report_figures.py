@@ -3,7 +3,7 @@
 Drawing is kept apart from the page so that the page code stays about layout and the
 plotting about what each figure shows. Both are inline SVG from ``report_svg`` (no
 matplotlib: a fit writes its report at the end of every run, and matplotlib's import alone
-takes 0.7 s on two cores).
+takes 0.6 s on two cores).
 """
 
 from __future__ import annotations

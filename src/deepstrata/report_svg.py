@@ -1,7 +1,7 @@
 """Line charts and heat maps written as inline SVG text, for the run report.
 
 Why not matplotlib here: every ``deepstrata fit`` ends by writing its report, and on the 2-core
-development machine importing matplotlib alone takes 0.7 s (``benchmarks/fit_fixed_costs.py``),
+development machine importing matplotlib alone takes 0.6 s (``benchmarks/fit_fixed_costs.py``),
 drawing and encoding the two PNG figures about as long again. These charts need axes,
 ticks, lines and labelled cells, which are a few hundred characters of SVG each: drawn in
 milliseconds, sharp at any zoom, their numbers selectable. Pages that draw images

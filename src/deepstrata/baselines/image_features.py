@@ -115,7 +115,7 @@ def hog_descriptors(gray: np.ndarray, cell: int, orientations: int = HOG_ORIENTA
 
     The same numbers, bit for bit (``tests/baselines/test_hog.py`` holds it to scikit-image), for
     a batch at once: scikit-image is called once per image, and on 8x8 digits that Python loop
-    was most of the baseline's feature time (0.46 s for the 1,797 digits, 0.04 s here;
+    was most of the baseline's feature time (0.53 s for the 1,797 digits, 0.035 s here;
     ``benchmarks/fit_fixed_costs.py``). What has to match scikit-image's Cython exactly:
     central differences in the image's float32, magnitude and orientation (``atan2`` in
     degrees, modulo 180) in float64, a pixel votes into bin ``i`` when ``edge_i <= angle <

@@ -2,7 +2,7 @@
 
 Why not ``torch.optim.AdamW`` itself: every ``torch.optim`` optimiser wraps its methods so
 that torch's compiler stays out of them, and that wrapper imports ``torch._dynamo`` on the
-first call: the first step of the digits CNN took 1.7 s with ``torch.optim.AdamW`` and 0.008 s
+first call: the first step of the digits CNN took 2.0 s with ``torch.optim.AdamW`` and 0.007 s
 here on the 2-core development machine (``benchmarks/fit_fixed_costs.py``), in every fit
 although nothing is compiled. The update here is torch 2.13's AdamW (decoupled weight
 decay, bias correction, no AMSGrad), step for step and bit for bit on the CPU: per
