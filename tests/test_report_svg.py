@@ -34,8 +34,8 @@ def _coords(svg: str, name: str) -> list[tuple[float, float]]:
 
 def test_line_chart_maps_data_to_the_plot_box_and_keeps_the_legend_off_the_lines():
     xs = [1, 2, 3, 4, 5]
-    svg = line_chart("loss", [("train_loss", xs, [2.0, 1.0, 0.6, 0.5, 0.45]), ("val_loss", xs, [2.1, 1.2, 0.8, 0.7, 0.7])],
-                     "epoch")
+    svg = line_chart("loss", [("train_loss", xs, [2.0, 1.0, 0.6, 0.5, 0.45]),
+                              ("val_loss", xs, [2.1, 1.2, 0.8, 0.7, 0.7])], "epoch")
     train = _coords(svg, "train_loss")
     assert [x for x, _ in train] == sorted(x for x, _ in train)
     assert all(LEFT <= x <= WIDTH and TOP <= y <= HEIGHT for x, y in train)
@@ -70,7 +70,8 @@ def test_heat_map_prints_counts_names_and_escapes_them():
     svg = heat_map(classes, [[9, 1], [0, 5]], [[0.9, 0.1], [0.0, 1.0]], xlabel="predicted", ylabel="true",
                    scale_label="fraction of true class")
     assert "&lt;dog&gt;" in svg and "<dog>" not in svg
-    cells = re.findall(r'<rect x="[\d.]+" y="[\d.]+" width="([\d.]+)" height="[\d.]+" fill="(#[0-9a-f]{6})"><title>', svg)
+    cells = re.findall(r'<rect x="[\d.]+" y="[\d.]+" width="([\d.]+)" height="[\d.]+" '
+                       r'fill="(#[0-9a-f]{6})"><title>', svg)
     assert [colour for _, colour in cells] == [blues(0.9), blues(0.1), blues(0.0), blues(1.0)]
     counts = re.findall(r'fill="(#fff|#1d1d1f)">(\d+)</text>', svg)
     assert counts == [("#fff", "9"), ("#1d1d1f", "1"), ("#fff", "5")]  # zero cells stay blank

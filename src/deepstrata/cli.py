@@ -350,9 +350,10 @@ def run() -> int:
 
     What is still alive when a command returns is left to the interpreter's shutdown, whose
     garbage-collection passes over torch's and scikit-learn's objects took 1.0 s of every
-    command on two cores, 0.2 s once frozen (``gc.freeze``; ``benchmarks/fit_fixed_costs.py``); atexit handlers, flushes and module teardown still run, and every file a command
-    writes was closed and synced before it returned. Not part of ``main``, which tests call
-    many times in one process.
+    command on two cores, 0.2 s once frozen (``gc.freeze``; ``benchmarks/fit_fixed_costs.py``).
+    Atexit handlers, flushes and module teardown still run, and every file a command writes
+    was closed and synced before it returned. Not part of ``main``, which tests call many
+    times in one process.
     """
     code = main()
     gc.freeze()

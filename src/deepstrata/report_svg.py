@@ -72,7 +72,7 @@ def _padded(lo: float, hi: float) -> tuple[float, float]:
 
 def line_chart(title: str, lines: Sequence[tuple[str, Sequence[float], Sequence[float]]], xlabel: str,
                *, log_y: bool = False, legend: bool = True) -> str:
-    """One panel: ``lines`` as (label, xs, ys), markers when each has at most 30 points, a legend in the emptiest corner."""
+    """One panel of ``lines`` (label, xs, ys): markers up to 30 points a line, the legend in the emptiest corner."""
     xs_all = [x for _, xs, _ in lines for x in xs]
     ys_all = [y for _, _, ys in lines for y in ys]
     if log_y:

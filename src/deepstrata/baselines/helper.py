@@ -4,8 +4,9 @@ Why: the hand-engineered baselines need scikit-learn, whose import (most of it S
 1.4 s on the 2-core development machine — single-threaded, after training, in every fit; and
 a thread cannot overlap it with torch's own 2.1 s import, as both hold Python's GIL. In two
 processes the two imports were done in 2.8 s, against 4.7 s one after the other
-(``benchmarks/fit_fixed_costs.py``). ``cli`` starts this helper before it imports torch: the two imports
-run side by side on two cores, and the helper then waits, idle, on its pipe. When the fit
+(``benchmarks/fit_fixed_costs.py``). ``startup.before_fit``, the first thing the CLI's fit does,
+starts this helper before torch is imported: the two imports run side by side on two cores,
+and the helper then waits, idle, on its pipe. When the fit
 reaches its baselines, ``run`` sends the function and its (NumPy) arguments; the helper calls
 it exactly as this process would — same function, same thread limits — and sends back each
 progress line and the result. Training and the baselines still run one after the other, so

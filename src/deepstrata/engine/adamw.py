@@ -111,7 +111,7 @@ class AdamW:
         torch._foreach_addcdiv_(params, exp_avgs, denoms, step_sizes)
 
     def state_dict(self) -> dict[str, Any]:
-        """torch's layout: state keyed by the parameter's position across groups, groups with ``params`` as positions."""
+        """torch's layout: state keyed by each parameter's position across the groups, ``params`` as positions."""
         index: dict[int, int] = {}
         groups = []
         for group in self.param_groups:
