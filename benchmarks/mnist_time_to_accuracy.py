@@ -70,6 +70,8 @@ def reference(seed: int, epochs: int, target: float) -> dict:
     from deepstrata.families.image.task import channel_stats
     from deepstrata.models.cnn import CNN
 
+    if epochs == 0:  # --reference-epochs 0: the engine's budgets alone (more seeds of them, cheaply)
+        return {"epochs": [], "seconds_to_target": None}
     data = split_dataset(load_images(str(MNIST)), seed=seed)
     x, y = data.train_x, data.train_y
     mean, std = channel_stats(x)
@@ -124,7 +126,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--target", type=float, default=0.995)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--reference-epochs", type=int, default=4)
+    parser.add_argument("--reference-epochs", type=int, default=4, help="0 leaves the reference loop out")
     parser.add_argument("--variant", action="append", default=None,
                         help='extra fit flags of one engine variant, e.g. "" or "--channels-last"; repeatable')
     parser.add_argument("--budgets", nargs="+", type=int, default=[2, 4], help="epoch budgets of each variant")
