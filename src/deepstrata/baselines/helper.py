@@ -6,9 +6,9 @@ a thread cannot overlap it with torch's own 2.1 s import, as both hold Python's 
 processes the two imports were done in 2.8 s, against 4.7 s one after the other
 (``benchmarks/fit_fixed_costs.py``). ``startup.before_fit``, the first thing the CLI's fit does,
 starts this helper before torch is imported: the two imports run side by side on two cores,
-and the helper then waits, idle, on its pipe. When the fit
-reaches its baselines, ``run`` sends the function and its (NumPy) arguments; the helper calls
-it exactly as this process would — same function, same thread limits — and sends back each
+and the helper then waits, idle, on its pipe. When the fit reaches its baselines, ``run``
+sends the function and its arguments (tensors as NumPy arrays); the helper calls it exactly
+as this process would — same function, same thread limits — and sends back each
 progress line and the result. Training and the baselines still run one after the other, so
 no figure is measured while the other process computes.
 
@@ -79,6 +79,11 @@ def running() -> bool:
     return _helper is not None and _helper.poll() is None
 
 
+def _plain(value: Any) -> Any:
+    """A torch tensor as its NumPy array (the helper imports no torch); anything else as it is."""
+    return value.detach().cpu().numpy() if hasattr(value, "detach") else value
+
+
 def _nbytes(value: Any) -> int:
     if isinstance(value, np.ndarray):
         return value.nbytes
@@ -91,9 +96,11 @@ def run(function: Callable[..., Any], *args: Any, progress: Callable[[str], None
         **kwargs: Any) -> tuple[Any, str]:
     """``function(*args, progress=progress, **kwargs)`` and where it ran: ``"helper"`` or ``"main"``.
 
-    ``function`` must be a module-level function whose module imports no torch, and its
-    arguments plain values and NumPy arrays.
+    ``function`` must be a module-level function whose module imports no torch; it gets its
+    arguments with torch tensors as NumPy arrays, here as in the helper.
     """
+    args = tuple(_plain(value) for value in args)
+    kwargs = {key: _plain(value) for key, value in kwargs.items()}
     if running() and _nbytes(args) + _nbytes(list(kwargs.values())) <= MAX_BYTES:
         try:
             return _call(function, args, kwargs, progress), "helper"

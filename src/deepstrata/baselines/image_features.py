@@ -96,7 +96,7 @@ def intensity_histogram(x: Any, bins: int = HIST_BINS) -> np.ndarray:
     """Per-channel histograms of pixel values, as fractions of the image: [N, C*bins] float32."""
     arr = _as_images(x)
     n, c = arr.shape[:2]
-    idx = (arr.reshape(n, c, -1).astype(np.int64) * bins) >> 8
+    idx = (arr.reshape(n, c, arr.shape[2] * arr.shape[3]).astype(np.int64) * bins) >> 8  # n may be 0
     offsets = (np.arange(n * c, dtype=np.int64) * bins).reshape(n, c, 1)
     counts = np.bincount((idx + offsets).ravel(), minlength=n * c * bins)
     per_pixel = 1.0 / (arr.shape[2] * arr.shape[3])
@@ -174,10 +174,7 @@ def hog_features(x: Any) -> np.ndarray:
     """
     arr = _as_images(x)
     cell = hog_cell_size(arr.shape[2], arr.shape[3])
-    grads = hog_descriptors(_to_gray(arr), cell)
-    if len(arr) == 0:  # an empty validation split
-        return np.zeros((0, grads.shape[1] + HIST_BINS * arr.shape[1]), np.float32)
-    return np.concatenate([grads, intensity_histogram(arr)], axis=1)
+    return np.concatenate([hog_descriptors(_to_gray(arr), cell), intensity_histogram(arr)], axis=1)
 
 
 def pixel_features(x: Any) -> np.ndarray:

@@ -28,8 +28,8 @@ from tqdm import tqdm
 
 from deepstrata.config import TrainConfig, per_world, resolved_train
 from deepstrata.engine import checkpoint as ckpt
-from deepstrata.engine.adamw import AdamW
 from deepstrata.engine import distributed, plateau, tracking
+from deepstrata.engine.adamw import AdamW
 from deepstrata.engine.devices import autocast, move, resolve_device, synchronize
 from deepstrata.engine.faults import reached
 from deepstrata.engine.lookahead import Lookahead
@@ -87,7 +87,8 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> AdamW | torch.opti
     """AdamW (default) or Nesterov SGD over three groups: kernels, other biases, norm parameters.
 
     AdamW is ``engine.adamw``'s, torch's update without ``torch.optim``'s import of the
-    compiler stack at the first step (2 s on two cores); SGD, for the long speed-run recipes, stays ``torch.optim.SGD``.
+    compiler stack at the first step (2 s on two cores); SGD, for the long speed-run
+    recipes, stays ``torch.optim.SGD``.
 
     AdamW decays only weight matrices and kernels. SGD decays every parameter by the same
     amount per step, as the CIFAR speed-run recipes do. Norm parameters (BatchNorm,

@@ -346,8 +346,7 @@ def _fitted_rows(cfg, arrays: tuple, num_classes: int) -> list[dict]:
     from deepstrata.baselines import helper
     from deepstrata.baselines.image_features import run_image_baselines
 
-    as_numpy = [x.detach().cpu().numpy() if hasattr(x, "detach") else x for x in arrays]
-    results, where = helper.run(run_image_baselines, *as_numpy, num_classes, seed=cfg.train.seed)
+    results, where = helper.run(run_image_baselines, *arrays, num_classes, seed=cfg.train.seed)
     rows = [baseline.row() for baseline in results]
     for row in rows:
         row["settings"]["process"] = where

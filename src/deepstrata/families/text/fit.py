@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -292,10 +291,8 @@ def baselines(cfg: RunConfig, prepared: Prepared, fit: FitContext) -> tuple[list
     _, splits, _ = prepared.own
     quiet = fit.quiet
     _say(quiet, "baseline: TF-IDF word 1-2 grams (sublinear tf) → logistic regression, C chosen on val")
-    labels = [y.detach().cpu().numpy() if hasattr(y, "detach") else np.asarray(y)
-              for y in (splits.train_y, splits.val_y, splits.test_y)]
-    result, where = helper.run(run_text_baseline, list(splits.train_texts), labels[0], list(splits.val_texts),
-                               labels[1], list(splits.test_texts), labels[2], len(splits.classes),
+    result, where = helper.run(run_text_baseline, splits.train_texts, splits.train_y, splits.val_texts,
+                               splits.val_y, splits.test_texts, splits.test_y, len(splits.classes),
                                seed=cfg.train.seed, progress=None if quiet else (lambda m: _say(False, m)))
     rows = [result.row()]
     rows[0]["settings"]["process"] = where
