@@ -22,6 +22,27 @@ from deepstrata.run import load  # noqa: E402
 from tests.tiny_runs import news_csv, tiny_run  # noqa: E402
 
 
+def hold_first_pass(batcher, inputs: int, timeout: float = 30.0) -> None:
+    """Make ``batcher``'s first forward pass wait until all ``inputs`` (one per request) have been submitted.
+
+    Whether concurrent client threads reach the server close enough together to be gathered
+    depends on how busy the machine is; holding the first pass until the rest are queued makes
+    the gathering the tests check independent of that: the requests that arrive while a pass
+    runs must form the next one.
+    """
+    forward, calls = batcher.forward, []
+
+    def held(items, names):
+        if not calls:
+            deadline = time.monotonic() + timeout
+            while len(items) + batcher._queue.qsize() < inputs and time.monotonic() < deadline:
+                time.sleep(0.005)
+        calls.append(len(items))
+        return forward(items, names)
+
+    batcher.forward = held
+
+
 @contextmanager
 def live(app):
     """``httpx.Client`` on a real uvicorn serving ``app`` on 127.0.0.1 (a free port), stopped on exit."""

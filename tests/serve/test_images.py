@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from deepstrata.serve import app
-from tests.serve.conftest import digit_pngs, live, png, write_files
+from tests.serve.conftest import digit_pngs, hold_first_pass, live, png, write_files
 
 TOLERANCE = 1e-5
 
@@ -145,6 +145,7 @@ def test_info_says_what_the_run_is_and_takes(client, image_run):
 def test_concurrent_requests_are_gathered_and_a_bad_one_fails_alone(image_run, tmp_path):
     served = app(image_run, max_batch=64, max_wait_ms=300)
     batcher = served.fastapi.state.batchers["predict"]
+    hold_first_pass(batcher, 8)
     images = digit_pngs(8)
     expected = image_run.predict(write_files(tmp_path, images))
     bodies = [{"images": [base64.b64encode(b).decode()]} for b in images]
@@ -157,7 +158,7 @@ def test_concurrent_requests_are_gathered_and_a_bad_one_fails_alone(image_run, t
     for answer, want in zip(answers, expected):
         got = answer.json()["predictions"][0]
         assert got["label"] == want.label and abs(got["probability"] - want.probability) <= TOLERANCE
-    assert batcher.stats.items == 8 and batcher.stats.forward_passes <= 3  # 8 requests gathered into few passes
+    assert batcher.stats.items == 8 and batcher.stats.forward_passes <= 2  # the first, then all that queued behind it
     assert batcher.stats.largest >= 4
 
 
