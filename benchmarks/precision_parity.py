@@ -17,7 +17,9 @@ Sets (``--sets``, all by default; each reads ``../shared/data``):
   official 10,000 test images whole), CNN width 16, 2 epochs;
 * ``cifar`` — the CIFAR-10 JPEG copy unpacked into ``--work``, ``--per-class`` per class (test whole), 3 epochs;
 * ``agnews`` — AG News's 7,600-row file, the Transformer at dim 64, 3 epochs, 4,000-word vocabulary;
-* ``movielens`` — MovieLens 100K's ``u.data``, ``--task recommend`` with its defaults (the learned row's metrics).
+* ``movielens`` — MovieLens 100K's ``u.data``, ``--task recommend`` with its defaults (the learned row's metrics);
+* ``movielens-mf`` — the same with ``--model mf`` (matrix factorisation with BPR: a recommendation
+  model whose fp32 fit takes seconds, where the sequence model's takes many minutes).
 
     PYTHONPATH=/tmp/snap/src nice -n 5 .venv/bin/python benchmarks/precision_parity.py --seeds 0 1 2
 
@@ -52,6 +54,8 @@ def _sets(work: Path, per_class: int) -> dict[str, tuple[list[str], str | None]]
         "agnews": (["--data", str(SHARED / "ag-news" / "test.csv"), "--dim", "64", "--epochs", "3",
                     "--vocab-size", "4000", "--max-length", "64"], "transformer"),
         "movielens": (["--data", str(SHARED / "movielens-100k" / "u.data"), "--task", "recommend"], None),
+        "movielens-mf": (["--data", str(SHARED / "movielens-100k" / "u.data"), "--task", "recommend", "--model",
+                          "mf"], None),
     }
 
 
