@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 import socket
@@ -45,22 +46,48 @@ def wait_healthy(client: httpx.Client, process: subprocess.Popen, seconds: float
     raise AssertionError("serve did not answer /health")
 
 
+def refuses_connections(port: int, seconds: float = 30) -> bool:
+    """Whether the server stops listening on ``port`` within ``seconds`` (the first thing a shutdown does)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(image_run):
     port = free_port()
-    # a long --max-wait-ms keeps a lone request in the batcher for a second: in flight when SIGTERM comes
-    process = start(image_run.path, port, "--max-wait-ms", "1000")
+    process = start(image_run.path, port)
+    body = json.dumps({"images": [base64.b64encode(digit_pngs(1)[0]).decode()]}).encode()
+    half_sent, signalled = threading.Event(), threading.Event()
+
+    def slow_body():
+        """Half the request, then the rest only once the server is shutting down: in flight when SIGTERM comes."""
+        yield body[: len(body) // 2]
+        half_sent.set()
+        signalled.wait(30)
+        yield body[len(body) // 2:]
+
     answers = []
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             wait_healthy(client, process)
-            body = {"images": [base64.b64encode(digit_pngs(1)[0]).decode()]}
-            sender = threading.Thread(target=lambda: answers.append(client.post("/predict", json=body)))
+            sender = threading.Thread(target=lambda: answers.append(
+                client.post("/predict", content=slow_body(), headers={"content-type": "application/json"})))
             sender.start()
-            time.sleep(0.4)
+            assert half_sent.wait(30)
+            time.sleep(0.5)  # the server has read the request's head: the request is under way
             process.send_signal(signal.SIGTERM)
+            stopped_listening = refuses_connections(port)
+            signalled.set()
             sender.join(30)
+        assert stopped_listening
         assert process.wait(30) == 0
     finally:
+        signalled.set()
         if process.poll() is None:
             process.kill()
     output = process.stdout.read()
