@@ -56,10 +56,26 @@ def test_cifar_photos_bitwise(shared_data):
                           ((3, 16, 16), 4, 8, 3),    # 22.5-degree bins, 3x3 blocks
                           ((2, 8, 8), 2, 6, 2)])
 def test_random_images_other_shapes_and_settings(shape, cell, orientations, block, monkeypatch):
-    monkeypatch.setattr(image_features, "HOG_CHUNK", 2)  # several chunks, one of them short
+    monkeypatch.setattr(image_features, "HOG_CHUNK_PIXELS", 2 * shape[1] * shape[2])  # several chunks, one short
     gray = np.random.default_rng(0).random(shape, dtype=np.float32)
     got = hog_descriptors(gray, cell, orientations, block)
     assert np.array_equal(got, _reference(gray, cell, orientations, block))
+
+
+def test_memory_is_bounded_by_pixels_not_images(monkeypatch):
+    import tracemalloc
+
+    gray = np.random.default_rng(0).random((24, 96, 96), dtype=np.float32)
+    budget = 4 * 96 * 96  # four of these images a pass
+    monkeypatch.setattr(image_features, "HOG_CHUNK_PIXELS", budget)
+    tracemalloc.start()
+    try:
+        got = hog_descriptors(gray, 12)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 100 * budget + got.nbytes  # all 24 images at once would take ~6x that
+    assert np.array_equal(got, _reference(gray, 12))
 
 
 def test_flat_images_and_an_angle_that_rounds_to_180():

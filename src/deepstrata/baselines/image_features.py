@@ -27,6 +27,7 @@ from threadpoolctl import threadpool_limits
 
 from deepstrata.errors import ConfigError, DataError
 from deepstrata.metrics import accuracy, classification_metrics
+from deepstrata.split_rule import RULE
 
 BASELINES = ("hog_lr", "pixels_lr")
 
@@ -103,8 +104,9 @@ def intensity_histogram(x: Any, bins: int = HIST_BINS) -> np.ndarray:
     return (counts.reshape(n, c * bins) * per_pixel).astype(np.float32)
 
 
-HOG_CHUNK = 2048
-"""Images per vectorised HOG pass: bounds its float64 temporaries to ~100 MB on 32x32 images."""
+HOG_CHUNK_PIXELS = 2048 * 32 * 32
+"""Pixels per vectorised HOG pass (2,048 images of 32x32, 32 of 256x256): its temporaries take about
+56 bytes a pixel, so a pass holds ~120 MB whatever the image size."""
 
 _HOG_EPS = 1e-5
 
@@ -130,8 +132,9 @@ def hog_descriptors(gray: np.ndarray, cell: int, orientations: int = HOG_ORIENTA
     per_bin = np.float32(180.0 / orientations)
     edges = np.array([np.float32(per_bin * np.float32(i)) for i in range(orientations + 1)], dtype=np.float64)
     out = np.empty((n, (rows - block + 1) * (cols - block + 1) * block * block * orientations), np.float32)
-    for begin in range(0, n, HOG_CHUNK):
-        images = gray[begin:begin + HOG_CHUNK]
+    chunk = max(1, HOG_CHUNK_PIXELS // max(height * width, 1))
+    for begin in range(0, n, chunk):
+        images = gray[begin:begin + chunk]
         g_row = np.zeros_like(images)
         g_row[:, 1:-1, :] = images[:, 2:, :] - images[:, :-2, :]
         g_col = np.zeros_like(images)
@@ -161,7 +164,7 @@ def hog_descriptors(gray: np.ndarray, cell: int, orientations: int = HOG_ORIENTA
         blocks = blocks / np.sqrt(np.sum(blocks ** 2, axis=-1, keepdims=True) + _HOG_EPS ** 2)
         blocks = np.minimum(blocks, 0.2)
         blocks = blocks / np.sqrt(np.sum(blocks ** 2, axis=-1, keepdims=True) + _HOG_EPS ** 2)
-        out[begin:begin + HOG_CHUNK] = blocks.reshape(len(images), -1)
+        out[begin:begin + chunk] = blocks.reshape(len(images), -1)
     return out
 
 
@@ -258,8 +261,6 @@ def choose_c(
         best = grid[int(np.argmax([scores[repr(c)] for c in grid]))]
         return best, {"C_selection": f"chosen on the validation split ({len(val_y)} examples)",
                       "val_accuracy_by_C": scores}
-    from deepstrata.data.split import RULE
-
     present = np.bincount(train_y)
     smallest = int(present[present > 0].min())
     if smallest < 2:

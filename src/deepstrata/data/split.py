@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from deepstrata.errors import DataError
+from deepstrata.split_rule import RULE
 
 
 class Labelled(Protocol):
@@ -56,10 +57,6 @@ class Splits:
     classes: list[str]
     test_is_official: bool
     notes: list[str] = field(default_factory=list)
-
-
-RULE = ("each class gives round(test_fraction x its examples) to test (unless the data has an official test "
-        "split), then round(val_fraction x the rest) to validation, and keeps at least one for training")
 
 
 def split_notes(y: np.ndarray, *, val_fraction: float, test_fraction: float, official: bool) -> list[str]:
