@@ -79,6 +79,13 @@ def test_heat_map_prints_counts_names_and_escapes_them():
     assert "http" not in svg  # inline SVG needs no namespace URL
 
 
+def test_large_counts_are_printed_in_full():
+    svg = heat_map(["a", "b"], [[1234567.0, 3.0], [0.0, 2.5]], [[1.0, 0.0], [0.0, 1.0]], xlabel="predicted",
+                   ylabel="true", scale_label="fraction of true class")
+    assert ">1234567</text>" in svg and "predicted a: 1234567 (" in svg and "e+06" not in svg
+    assert ">3</text>" in svg and ">2.5</text>" in svg
+
+
 def test_a_thousand_class_matrix_is_one_small_image():
     n = 1000
     counts = [[5.0 if i == j else 0.0 for j in range(n)] for i in range(n)]

@@ -222,18 +222,19 @@ def _fit_task(args: argparse.Namespace) -> str:
 
 
 def _fit(args: argparse.Namespace, argv_of_fit: list[str] | None = None,
-         fit_parser: argparse.ArgumentParser | None = None) -> int:
-    from deepstrata.startup import before_fit
+         fit_parser: argparse.ArgumentParser | None = None, *, helper: bool = False) -> int:
+    if args.resume and not args.out:
+        raise DeepstrataError("--resume needs --out RUN (the run directory to continue)")
+    if helper:
+        from deepstrata.startup import before_fit
 
-    before_fit(getattr(args, "baselines", None), getattr(args, "devices", None))  # before torch is imported
+        before_fit(getattr(args, "baselines", None), getattr(args, "devices", None))  # before torch is imported
     from deepstrata.api import fit
 
     # Options every task's fit shares are passed by name; the rest (task-specific flags
     # added by task modules) travel as overrides, and None means "not given".
     named = ("verb", "data", "model", "task", "config", "out", "resume", "overwrite", "quiet")
     overrides = {key: value for key, value in vars(args).items() if key not in named and value is not None}
-    if args.resume and not args.out:
-        raise DeepstrataError("--resume needs --out RUN (the run directory to continue)")
     misapplied_flag = misapplied(fit_parser or verb_parser(build_parser(), args), args, _fit_task(args))
     if misapplied_flag is not None:
         raise misapplied_flag
@@ -314,13 +315,18 @@ VERBS.update(cli_serve.VERBS)
 VERBS.update(cli_runs.VERBS)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, helper: bool = False) -> int:
+    """Run one command; ``helper``: a fit may start the baselines' helper process (the program does, via ``run``).
+
+    In a process that runs many commands (tests, a notebook) the helper would outlive the
+    command and serve the next ones, so only the program's entry point asks for it.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     verb = verb_parser(parser, args)
     try:
         if args.verb in ("fit", "transfer"):
-            return _fit(args, argv if argv is not None else sys.argv[1:], fit_parser=verb)
+            return _fit(args, argv if argv is not None else sys.argv[1:], fit_parser=verb, helper=helper)
         return VERBS[args.verb](args)
     except Interrupted as stop:  # SIGTERM/SIGINT: a checkpoint was written; 143 or 130
         if os.environ.get("RANK", "0") == "0":
@@ -355,7 +361,7 @@ def run() -> int:
     was closed and synced before it returned. Not part of ``main``, which tests call many
     times in one process.
     """
-    code = main()
+    code = main(helper=True)
     gc.freeze()
     return code
 

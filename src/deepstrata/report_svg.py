@@ -144,11 +144,19 @@ def _legend(labels: Sequence[str], points: Sequence[tuple[float, float]], plot_w
     return "".join(parts)
 
 
+BLUES = ((247, 251, 255), (8, 48, 107))
+"""The end points of matplotlib's Blues, white to dark blue: the heat map's colours, between them linearly."""
+
+
 def blues(rate: float) -> str:
-    """A colour from white to dark blue for ``rate`` in [0, 1] (the end points of matplotlib's Blues)."""
+    """A colour from white to dark blue for ``rate`` in [0, 1]."""
     rate = min(1.0, max(0.0, rate))
-    light, dark = (247, 251, 255), (8, 48, 107)
-    return "#" + "".join(f"{round(a + (b - a) * rate):02x}" for a, b in zip(light, dark))
+    return "#" + "".join(f"{round(a + (b - a) * rate):02x}" for a, b in zip(*BLUES))
+
+
+def count_text(count: float) -> str:
+    """A cell's count: a whole number in full (1234567, not 1.23457e+06), anything else as ``g``."""
+    return f"{count:.0f}" if float(count).is_integer() else f"{count:g}"
 
 
 RASTER_ABOVE = 60
@@ -163,7 +171,7 @@ def _raster(rates: Sequence[Sequence[float]], left: float, top: float, side: flo
     import numpy as np
     from PIL import Image
 
-    light, dark = np.array((247, 251, 255), np.float64), np.array((8, 48, 107), np.float64)
+    light, dark = (np.array(end, np.float64) for end in BLUES)
     values = np.clip(np.asarray(rates, np.float64), 0.0, 1.0)[..., None]
     pixels = np.round(light + (dark - light) * values).astype(np.uint8)
     buffer = io.BytesIO()
@@ -178,7 +186,8 @@ def heat_map(classes: Sequence[str], counts: Sequence[Sequence[float]], rates: S
     """A square grid coloured by ``rates`` (0..1); counts printed up to 20 classes, names up to 40, a colour key.
 
     Up to ``RASTER_ABOVE`` classes each cell is a rectangle with its counts as a tooltip; beyond,
-    the grid is one small PNG, so a 1,000-class matrix stays a few kilobytes, not a million elements.
+    the grid is one PNG of a pixel per cell, so a 1,000-class matrix is one image of some tens to
+    hundreds of kilobytes (about 100 kB with ten confusions a row), not a million elements.
     """
     n = len(classes)
     cell = max(6.0, min(34.0, 520.0 / n)) if n <= RASTER_ABOVE else 640.0 / n
@@ -193,13 +202,13 @@ def heat_map(classes: Sequence[str], counts: Sequence[Sequence[float]], rates: S
         for j in range(n):
             rate, count = rates[i][j], counts[i][j]
             x, y = left + j * cell, top + i * cell
-            tip = f"true {classes[i]}, predicted {classes[j]}: {count:g} ({rate:.1%} of true {classes[i]})"
+            tip = f"true {classes[i]}, predicted {classes[j]}: {count_text(count)} ({rate:.1%} of true {classes[i]})"
             parts.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{cell:.1f}" height="{cell:.1f}" '
                          f'fill="{blues(rate)}"><title>{esc(tip)}</title></rect>')
             if n <= 20 and count:
                 color = "#fff" if rate > 0.5 else "#1d1d1f"
                 parts.append(f'<text x="{x + cell / 2:.1f}" y="{y + cell / 2 + 4:.1f}" text-anchor="middle" '
-                             f'fill="{color}">{count:g}</text>')
+                             f'fill="{color}">{count_text(count)}</text>')
     for k, label in enumerate(labels):
         short = label if len(label) <= 12 else label[:11] + "…"
         centre = left + k * cell + cell / 2

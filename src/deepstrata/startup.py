@@ -2,8 +2,9 @@
 
 Kept apart from ``deepstrata.api`` because importing the API imports torch, and the point is
 to start the helper first (``deepstrata.baselines.helper``: scikit-learn's import then runs
-beside torch's, on another core). The CLI calls ``before_fit`` first thing in ``fit`` and
-``transfer``; nothing else needs it, and a fit without it runs its baselines in its own process.
+beside torch's, on another core). The program (``cli.run``) calls ``before_fit`` first thing in
+``fit`` and ``transfer``; nothing else needs it, and a fit without it runs its baselines in its
+own process.
 """
 
 from __future__ import annotations

@@ -79,7 +79,10 @@ def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(image_run):
                 client.post("/predict", content=slow_body(), headers={"content-type": "application/json"})))
             sender.start()
             assert half_sent.wait(30)
-            time.sleep(0.5)  # the server has read the request's head: the request is under way
+            # The one event loop answers a later connection only after reading what reached it before: then the
+            # request's head has been read and the request is under way (plus a margin).
+            assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=30).status_code == 200
+            time.sleep(0.2)
             process.send_signal(signal.SIGTERM)
             stopped_listening = refuses_connections(port)
             signalled.set()
