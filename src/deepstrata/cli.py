@@ -228,7 +228,8 @@ def _fit(args: argparse.Namespace, argv_of_fit: list[str] | None = None,
     if helper:
         from deepstrata.startup import before_fit
 
-        before_fit(getattr(args, "baselines", None), getattr(args, "devices", None))  # before torch is imported
+        before_fit(getattr(args, "baselines", None), getattr(args, "devices", None),  # before torch is imported
+                   getattr(args, "config", None))
     from deepstrata.api import fit
 
     # Options every task's fit shares are passed by name; the rest (task-specific flags
