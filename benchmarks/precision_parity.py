@@ -19,7 +19,9 @@ Sets (``--sets``, all by default; each reads ``../shared/data``):
 * ``agnews`` — AG News's 7,600-row file, the Transformer at dim 64, 3 epochs, 4,000-word vocabulary;
 * ``movielens`` — MovieLens 100K's ``u.data``, ``--task recommend`` with its defaults (the learned row's metrics);
 * ``movielens-mf`` — the same with ``--model mf`` (matrix factorisation with BPR: a recommendation
-  model whose fp32 fit takes seconds, where the sequence model's takes many minutes).
+  model whose fp32 fit takes seconds, where the sequence model's takes many minutes);
+* ``movielens-sasrec`` — the sequence model (the default) for 5 of its 30 epochs, whose attention
+  and projections are what bf16 autocast changes (MF's operations are not among them).
 
     PYTHONPATH=/tmp/snap/src nice -n 5 .venv/bin/python benchmarks/precision_parity.py --seeds 0 1 2
 
@@ -56,6 +58,8 @@ def _sets(work: Path, per_class: int) -> dict[str, tuple[list[str], str | None]]
         "movielens": (["--data", str(SHARED / "movielens-100k" / "u.data"), "--task", "recommend"], None),
         "movielens-mf": (["--data", str(SHARED / "movielens-100k" / "u.data"), "--task", "recommend", "--model",
                           "mf"], None),
+        "movielens-sasrec": (["--data", str(SHARED / "movielens-100k" / "u.data"), "--task", "recommend",
+                              "--model", "sasrec", "--epochs", "5"], None),
     }
 
 
