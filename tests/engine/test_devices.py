@@ -73,15 +73,26 @@ def test_the_suite_runs_in_fp32_on_any_cpu():
 
 def test_a_family_that_keeps_fp32_says_why(monkeypatch):
     monkeypatch.setattr(devices, "cpu_bf16_feature", lambda: "AVX512-BF16")
-    family = RecommendFamily()  # parity not measured for recommendation (BENCHMARKS.md): fp32 under auto
+
+    class Unmeasured(RecommendFamily):
+        auto_keeps_fp32 = "bf16 lost accuracy here"
+
+    family = Unmeasured()
     cfg, reason = family.resolve_precision(RunConfig(), CPU)
     assert cfg.train.precision == "32"
-    assert reason == "auto: fp32 for recommend runs (bf16 not yet measured against fp32 on a recommendation set)"
-    from deepstrata.families.image.family import ImageFamily
-
-    assert ImageFamily().resolve_precision(RunConfig(), CPU)[0].train.precision == "bf16"  # measured: bf16
+    assert reason == "auto: fp32 for recommend runs (bf16 lost accuracy here)"
     asked = RunConfig(train=TrainConfig(precision="bf16"))
     assert family.resolve_precision(asked, CPU) == (asked, "as asked")
+
+
+def test_every_family_trains_in_bf16_under_auto_where_it_is_native(monkeypatch):
+    """bf16 matched fp32 on images, texts and recommendation (BENCHMARKS.md "bf16 against fp32")."""
+    from deepstrata.families.image.family import ImageFamily
+    from deepstrata.families.text.family import TextFamily
+
+    monkeypatch.setattr(devices, "cpu_bf16_feature", lambda: "AVX512-BF16")
+    for family in (ImageFamily(), TextFamily(), RecommendFamily()):
+        assert family.resolve_precision(RunConfig(), CPU)[0].train.precision == "bf16", family.name
 
 
 @pytest.mark.parametrize("feature, saved", [(None, "32"), ("AVX512-BF16", "bf16")])

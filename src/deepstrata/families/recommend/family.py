@@ -18,8 +18,8 @@ class RecommendFamily(Family):
     task = TASK
     models = MODELS
     expects = "the run's own interaction log"
-    # BENCHMARKS.md "Fast by default": parity was shown for images and texts; MovieLens was not run
-    auto_keeps_fp32 = "bf16 not yet measured against fp32 on a recommendation set"
+    # bf16 under ``--precision auto`` where native, as images and texts: BENCHMARKS.md "bf16 against fp32"
+    # (MovieLens 100K, SASRec 5 epochs: NDCG@10 0.0752 in bf16, 0.0718 in fp32, within a seed's spread).
 
     def claims(self, data) -> bool:
         """A MovieLens log by its name, or a data object that says it is an interaction log."""
