@@ -147,22 +147,12 @@ def test_checkpoints_go_by_time_and_the_best_epoch_is_kept_until_one_is_written(
     """The default (a checkpoint per 60 s): a short run writes one, at its end; its best.safetensors
     and metrics.jsonl are those of the run that checkpoints every epoch, and so are its weights."""
 
-    class Peaked:  # the best validation score at epoch 2 of 3: held in memory, written with epoch 3's checkpoint
-        primary_metric = "accuracy"
-
-        def __init__(self, task):
-            self.task, self.calls = task, 0
-            self.num_batches, self.train_batches, self.loss = task.num_batches, task.train_batches, task.loss
-
-        def validate(self, model, device):
-            self.calls += 1
-            return {**self.task.validate(model, device), "val_accuracy": [0.5, 0.9, 0.7][self.calls - 1]}
-
     runs = {}
     for seconds in (60.0, 0.0):
         model, task = make()
         cfg = dataclasses.replace(CFG, checkpoint_seconds=seconds)
-        result = train(model, Peaked(task), cfg, tmp_path / str(seconds), quiet=True)
+        # The best validation score at epoch 2 of 3: held in memory, written with epoch 3's checkpoint.
+        result = train(model, Scripted(task, [0.5, 0.9, 0.7]), cfg, tmp_path / str(seconds), quiet=True)
         assert result.best_epoch == 2
         runs[seconds] = tmp_path / str(seconds)
     by_time, per_epoch = runs[60.0], runs[0.0]
@@ -175,6 +165,35 @@ def test_checkpoints_go_by_time_and_the_best_epoch_is_kept_until_one_is_written(
     rows = lambda run: [{k: v for k, v in json.loads(r).items() if k != "seconds"}  # noqa: E731
                         for r in (run / "metrics.jsonl").read_text().splitlines()]
     assert rows(by_time) == rows(per_epoch) and len(rows(by_time)) == 3
+
+
+class Scripted:
+    """The task with its validation accuracy per epoch given, to choose which epoch is the best."""
+
+    primary_metric = "accuracy"
+
+    def __init__(self, task, accuracies):
+        self.task, self.accuracies, self.calls = task, accuracies, 0
+        self.num_batches, self.train_batches, self.loss = task.num_batches, task.train_batches, task.loss
+
+    def validate(self, model, device):
+        self.calls += 1
+        return {**self.task.validate(model, device), "val_accuracy": self.accuracies[self.calls - 1]}
+
+
+@pytest.mark.parametrize("accuracies, best_epoch, reads", [([0.5, 0.7, 0.9], 3, 0), ([0.5, 0.9, 0.7], 2, 1)])
+def test_the_model_ends_with_the_best_weights_read_back_only_when_it_no_longer_holds_them(
+        tmp_path, monkeypatch, accuracies, best_epoch, reads):
+    from safetensors.torch import load_file
+
+    calls = []
+    load_weights = ckpt.load_weights
+    monkeypatch.setattr(ckpt, "load_weights", lambda path, model: calls.append(path) or load_weights(path, model))
+    model, task = make()
+    result = train(model, Scripted(task, accuracies), CFG, tmp_path, quiet=True)
+    assert result.best_epoch == best_epoch and len(calls) == reads
+    best = load_file(str(tmp_path / "checkpoints" / "best.safetensors"))
+    assert all(torch.equal(best[k], v) for k, v in model.state_dict().items())
 
 
 def test_resume_before_the_first_checkpoint_starts_from_the_beginning(tmp_path, capsys):

@@ -337,7 +337,8 @@ def _train(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path | No
 
     unsaved_rows: list[dict] = []      # metrics.jsonl rows since the last checkpoint, written with the next one
     held_best: dict | None = None      # the best weights of an epoch that ended without a checkpoint
-    last_save = time.perf_counter()
+    holds_best = False                 # the last checkpoint saved the model's weights as the best, and they are
+    last_save = time.perf_counter()    # still the model's (nothing trains after the end-of-run checkpoint)
 
     def write_rows() -> None:
         if metrics_path is not None and unsaved_rows:
@@ -346,7 +347,7 @@ def _train(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path | No
         unsaved_rows.clear()
 
     def save(improved: bool = False) -> None:  # on every rank: the ranks' random states are gathered to rank 0
-        nonlocal held_best, last_save
+        nonlocal held_best, holds_best, last_save
         write_rows()
         if ckpt_dir is None:
             return
@@ -356,6 +357,7 @@ def _train(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path | No
             ckpt.save_checkpoint(ckpt_dir, model, optimizer, loop, extra, rng_states, improved=improved,
                                  best_weights=None if improved else held_best)
         held_best = None
+        holds_best = improved
         distributed.barrier()  # no rank runs ahead (or exits, when stopping) while rank 0 is still writing
         last_save = time.perf_counter()
 
@@ -538,7 +540,9 @@ def _train(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path | No
 
 
     distributed.barrier()
-    if ckpt_dir is not None and (ckpt_dir / "best.safetensors").is_file():
+    if holds_best:
+        pass  # the last epoch was the best: reading best.safetensors back would give these same weights
+    elif ckpt_dir is not None and (ckpt_dir / "best.safetensors").is_file():
         ckpt.load_weights(ckpt_dir / "best.safetensors", model)
     elif best_state is not None and loop["best_epoch"] > 0:
         model.load_state_dict(best_state)
