@@ -131,10 +131,10 @@ def _comparison_html(comparison: dict[str, Any] | None) -> str:
 def _curves_html(records: list[dict[str, Any]] | None) -> str:
     if not records:
         return note_html("metrics.jsonl not found or empty: no training curves (baselines-only run?).")
-    fig = curves_figure(records)
-    if fig is None:
+    svg = curves_figure(records)
+    if svg is None:
         return note_html("metrics.jsonl holds no plottable values.")
-    return fig
+    return svg
 
 
 def _confusion_html(confusion: Any, path: Path) -> str:
@@ -151,12 +151,12 @@ def _confusion_html(confusion: Any, path: Path) -> str:
     if not matrix:
         return note_html("confusion.json holds an empty matrix.")
     try:
-        fig = confusion_figure([str(c) for c in classes], matrix)
+        svg = confusion_figure([str(c) for c in classes], matrix)
     except (TypeError, ValueError):
         raise runfiles.damaged(path, "'matrix' must hold numbers only") from None
     title = confusion.get("model")
     prefix = f"<p>Model: {esc(title)}; split: {esc(confusion.get('split', 'test'))}.</p>" if title else ""
-    return prefix + fig
+    return prefix + svg
 
 
 def _config_html(text: str | None) -> str:

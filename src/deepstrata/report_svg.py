@@ -209,12 +209,13 @@ def heat_map(classes: Sequence[str], counts: Sequence[Sequence[float]], rates: S
                 color = "#fff" if rate > 0.5 else "#1d1d1f"
                 parts.append(f'<text x="{x + cell / 2:.1f}" y="{y + cell / 2 + 4:.1f}" text-anchor="middle" '
                              f'fill="{color}">{count_text(count)}</text>')
+    slanted = bool(labels) and max(len(name) for name in labels) > 2  # long names slant, as the PNG figure had
     for k, label in enumerate(labels):
         short = label if len(label) <= 12 else label[:11] + "…"
         centre = left + k * cell + cell / 2
         parts.append(f'<text x="{left - 5:.1f}" y="{top + k * cell + cell / 2 + 4:.1f}" text-anchor="end">'
                      f'{esc(short)}</text>')
-        if max(len(name) for name in labels) > 2:  # long names slant, as the PNG figure had them
+        if slanted:
             parts.append(f'<text transform="translate({centre:.1f},{top + side + 10:.1f}) rotate(-45)" '
                          f'text-anchor="end">{esc(short)}</text>')
         else:

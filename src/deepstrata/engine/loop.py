@@ -540,9 +540,8 @@ def _train(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path | No
 
 
     distributed.barrier()
-    if holds_best:
-        pass  # the last epoch was the best: reading best.safetensors back would give these same weights
-    elif ckpt_dir is not None and (ckpt_dir / "best.safetensors").is_file():
+    # When the last epoch was the best, the model already holds the weights best.safetensors has.
+    if not holds_best and ckpt_dir is not None and (ckpt_dir / "best.safetensors").is_file():
         ckpt.load_weights(ckpt_dir / "best.safetensors", model)
     elif best_state is not None and loop["best_epoch"] > 0:
         model.load_state_dict(best_state)
